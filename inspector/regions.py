@@ -1,0 +1,145 @@
+"""Region profiles: where the catenary and the track are in a camera's frame.
+
+A profile is a TOML file (one per camera set-up, shipped ones in ``assets/profiles/``)::
+
+    name = "cab-camera"
+    [[regions]]
+    name = "track"
+    box = [0.30, 0.45, 0.70, 1.00]   # x0, y0, x1, y1 as fractions of the frame
+    tiles = [1, 1]                   # optional: columns, rows
+
+Each region (or each tile of it) becomes one square crop resized to the bundle's input size.
+"""
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from inspector.assets import assets_dir
+from inspector.errors import ProfileError
+
+DEFAULT_PROFILE = "demo"
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """One crop of a frame: a region, or one tile of a tiled region."""
+
+    name: str  # "track", or "catenary[2]" for the third tile
+    region: str
+    box: tuple[float, float, float, float]
+
+    def pixel_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        x0, y0, x1, y1 = self.box
+        return (round(x0 * width), round(y0 * height), max(round(x1 * width), round(x0 * width) + 1),
+                max(round(y1 * height), round(y0 * height) + 1))
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    box: tuple[float, float, float, float]
+    tiles: tuple[int, int] = (1, 1)
+
+
+@dataclass(frozen=True)
+class RegionProfile:
+    name: str
+    regions: tuple[Region, ...]
+    crop_size: int | None
+    source: str  # the TOML text, so a scan can record exactly what it used
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()[:16]
+
+    def crop_specs(self) -> list[CropSpec]:
+        specs = []
+        for region in self.regions:
+            x0, y0, x1, y1 = region.box
+            cols, rows = region.tiles
+            if cols * rows == 1:
+                specs.append(CropSpec(region.name, region.name, region.box))
+                continue
+            for row in range(rows):
+                for col in range(cols):
+                    box = (x0 + (x1 - x0) * col / cols, y0 + (y1 - y0) * row / rows,
+                           x0 + (x1 - x0) * (col + 1) / cols, y0 + (y1 - y0) * (row + 1) / rows)
+                    specs.append(CropSpec(f"{region.name}[{row * cols + col}]", region.name, box))
+        return specs
+
+
+def crop_frame(image_bgr: np.ndarray, specs: list[CropSpec], size: int) -> np.ndarray:
+    """Cut every crop out of a BGR frame and resize it: N x size x size x 3, RGB uint8."""
+    height, width = image_bgr.shape[:2]
+    crops = np.empty((len(specs), size, size, 3), np.uint8)
+    for i, spec in enumerate(specs):
+        x0, y0, x1, y1 = spec.pixel_box(width, height)
+        patch = image_bgr[y0:y1, x0:x1]
+        interpolation = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
+        cv2.cvtColor(cv2.resize(patch, (size, size), interpolation=interpolation),
+                     cv2.COLOR_BGR2RGB, dst=crops[i])
+    return crops
+
+
+def _parse_region(raw: object, where: str) -> Region:
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{where}: each [[regions]] entry must be a table with name and box")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip() or any(c in name for c in "[]"):
+        raise ProfileError(f"{where}: a region needs a name (text without brackets)")
+    box = raw.get("box")
+    if (not isinstance(box, list) or len(box) != 4
+            or not all(isinstance(v, int | float) for v in box)):
+        raise ProfileError(f"{where}: region {name!r} needs box = [x0, y0, x1, y1] as fractions 0..1")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+        raise ProfileError(f"{where}: region {name!r} box {box} must satisfy 0 <= x0 < x1 <= 1 "
+                           "and 0 <= y0 < y1 <= 1")
+    tiles = raw.get("tiles", [1, 1])
+    if (not isinstance(tiles, list) or len(tiles) != 2
+            or not all(isinstance(v, int) and 1 <= v <= 16 for v in tiles)):
+        raise ProfileError(f"{where}: region {name!r} tiles must be [columns, rows], each 1..16")
+    return Region(name.strip(), (x0, y0, x1, y1), (tiles[0], tiles[1]))
+
+
+def parse_profile(text: str, where: str = "profile") -> RegionProfile:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{where}: not valid TOML ({exc}); fix the file") from None
+    raw_regions = data.get("regions")
+    if not isinstance(raw_regions, list) or not raw_regions:
+        raise ProfileError(f"{where}: no regions; add at least one [[regions]] table with name and box")
+    regions = tuple(_parse_region(raw, where) for raw in raw_regions)
+    names = [r.name for r in regions]
+    if len(set(names)) != len(names):
+        raise ProfileError(f"{where}: region names must be unique, got {names}")
+    crop_size = data.get("crop_size")
+    if crop_size is not None and (not isinstance(crop_size, int) or not 16 <= crop_size <= 1024):
+        raise ProfileError(f"{where}: crop_size must be a whole number of pixels (16..1024)")
+    name = data.get("name", Path(where).stem)
+    return RegionProfile(str(name), regions, crop_size, text)
+
+
+def load_profile(name_or_path: str | Path | None = None) -> RegionProfile:
+    """A shipped profile by name (``demo``) or a TOML file by path."""
+    profiles = assets_dir() / "profiles"
+    candidate = Path(name_or_path or DEFAULT_PROFILE)
+    if candidate.suffix != ".toml":
+        shipped = profiles / f"{candidate}.toml"
+        if shipped.is_file():
+            candidate = shipped
+    if not candidate.is_file():
+        known = ", ".join(sorted(p.stem for p in profiles.glob("*.toml"))) or "none"
+        raise ProfileError(f"profile {name_or_path}: no such file or shipped profile (shipped: {known})")
+    try:
+        text = candidate.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"profile {candidate}: cannot be read ({exc})") from None
+    return parse_profile(text, str(candidate))

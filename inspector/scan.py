@@ -1,0 +1,242 @@
+"""Scan videos: decode in one thread, embed and classify in batches in another, write in
+transactions, report progress through a callback (the CLI draws a bar, the GUI emits signals).
+
+A scan is identified by (video content, bundle, profile, step): running the same command again
+resumes an interrupted scan from its last stored batch and skips a finished one.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from inspector.errors import BundleError, InspectorError, ProfileError, StoreError
+from inspector.findings import group_findings
+from inspector.heads import Head
+from inspector.model import Backbone
+from inspector.regions import CropSpec, RegionProfile, crop_frame
+from inspector.store import DetectionRow, Store
+from inspector.video import VideoReader, step_for_rate
+
+log = logging.getLogger(__name__)
+
+QUEUE_FRAMES = 48  # decoded frames waiting for inference: bounds memory whatever the video length
+
+
+@dataclass(frozen=True)
+class ScanProgress:
+    video: Path
+    frame: int  # frames of the video covered so far
+    frame_count: int
+    samples: int  # frames actually classified in this run
+    frames_per_second: float  # video frames covered per second of wall time
+    eta_seconds: float | None
+    decode_errors: int
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    video: Path
+    scan_id: int
+    status: str  # done | partial | interrupted | skipped
+    samples: int
+    detections: int
+    findings: int
+    decode_errors: int
+    seconds: float
+    message: str = ""
+
+
+ProgressCallback = Callable[[ScanProgress], None]
+_END = object()
+
+
+class Scanner:
+    """Scans videos of one project with one backbone, head and region profile."""
+
+    def __init__(self, store: Store, backbone: Backbone, head: Head, profile: RegionProfile,
+                 step: int = 1, target_fps: float | None = None, batch_size: int = 32,
+                 keep_embeddings: bool = True) -> None:
+        bundle = backbone.bundle
+        if profile.crop_size is not None and profile.crop_size != bundle.input_size:
+            raise ProfileError(f"profile {profile.name}: crop_size {profile.crop_size} does not match the bundle's "
+                               f"input size {bundle.input_size}; remove crop_size or use a matching bundle")
+        if head.embedding_size != bundle.embedding_size:
+            raise BundleError(f"head has {head.embedding_size}-d weights but the bundle embeds to "
+                              f"{bundle.embedding_size}-d; use a head made for this bundle")
+        if step < 1 or (target_fps is not None and target_fps <= 0):
+            raise ValueError("step must be >= 1 and target_fps positive")
+        self.store = store
+        self.backbone = backbone
+        self.head = head
+        self.profile = profile
+        self.step = step
+        self.target_fps = target_fps
+        self.batch_size = batch_size
+        self.keep_embeddings = keep_embeddings
+        self.specs: list[CropSpec] = profile.crop_specs()
+        self._bundle_digest = bundle.digest
+
+    def scan(self, path: Path | str, progress: ProgressCallback | None = None,
+             cancel: threading.Event | None = None) -> ScanResult:
+        """Scan one video to the end (or until ``cancel`` is set); raises ``VideoError`` for a
+        video that cannot be opened at all."""
+        path = Path(path)
+        started = time.monotonic()
+        reader = VideoReader(path)
+        info = reader.info
+        step = self.step if self.target_fps is None else step_for_rate(info, self.target_fps)
+        video = self.store.add_video(info)
+        record = self.store.open_scan(video.id, self._bundle_digest, self.backbone.bundle.name,
+                                      self.backbone.precision, self.profile.name, self.profile.digest,
+                                      self.profile.source, step)
+        if record.status == "done":
+            reader.close()
+            return ScanResult(path, record.id, "skipped", 0, self.store.detection_count(record.id),
+                              len(self.store.findings(record.id)), record.decode_errors, 0.0,
+                              "already scanned with this bundle, profile and step")
+        if record.next_frame:
+            log.info("%s: resuming at frame %d of %d", path, record.next_frame, info.frame_count)
+        cancel = cancel or threading.Event()
+        frames: queue.Queue = queue.Queue(QUEUE_FRAMES)
+        failure: list[BaseException] = []
+        decoder = threading.Thread(target=self._decode, args=(reader, record.next_frame, step, frames, cancel, failure),
+                                   name="inspector-decode", daemon=True)
+        decoder.start()
+        samples = 0
+        frames_done = record.frames_done
+        start_frame = record.next_frame
+        try:
+            batch: list[tuple[int, np.ndarray]] = []
+            finished = False
+            while not finished:
+                item = frames.get()
+                if item is _END:
+                    finished = True
+                else:
+                    batch.append(item)
+                if batch and (finished or len(batch) * len(self.specs) >= self.batch_size):
+                    self._classify_and_store(record.id, batch, step, frames_done + len(batch),
+                                             record.decode_errors + reader.decode_errors)
+                    samples += len(batch)
+                    frames_done += len(batch)
+                    if progress:
+                        progress(self._progress(path, batch[-1][0] + 1, info.frame_count, start_frame,
+                                                samples, started, record.decode_errors + reader.decode_errors))
+                    batch = []
+        except BaseException:
+            cancel.set()
+            decoder.join(timeout=5)
+            reader.close()
+            self._mark_interrupted(record.id)
+            raise
+        decoder.join()
+        reader.close()
+        if failure:
+            self._mark_interrupted(record.id)
+            raise failure[0]
+        errors = record.decode_errors + reader.decode_errors
+        findings = group_findings(self.store.detections(record.id, faults_only=True), step, scan_id=record.id)
+        self.store.replace_findings(record.id, findings)
+        if cancel.is_set():
+            status, message = "interrupted", "cancelled; run the same scan to resume"
+            self.store.finish_scan(record.id, status, message)
+        elif reader.stopped_early:
+            last = self.store.scan(record.id).next_frame
+            status = "partial"
+            message = (f"stops decoding near frame {last} of {info.frame_count}: the file is truncated or "
+                       "damaged; results up to there are kept, copy the file again to scan the rest")
+            self.store.finish_scan(record.id, status, message)
+        else:
+            status = "done"
+            message = f"{errors} frames could not be decoded and were skipped" if errors else ""
+            self.store.finish_scan(record.id, status, message or None)
+        return ScanResult(path, record.id, status, samples, self.store.detection_count(record.id),
+                          len(findings), errors, time.monotonic() - started, message)
+
+    def _mark_interrupted(self, scan_id: int) -> None:
+        """Best effort: the stored batches and ``next_frame`` are what resuming relies on."""
+        try:
+            self.store.finish_scan(scan_id, "interrupted", "stopped before the end; run the same scan to resume")
+        except InspectorError as exc:
+            log.warning("could not mark scan %d as interrupted: %s", scan_id, exc)
+
+    def _decode(self, reader: VideoReader, start: int, step: int, out: queue.Queue, cancel: threading.Event,
+                failure: list[BaseException]) -> None:
+        size = self.backbone.bundle.input_size
+        try:
+            for frame in reader.frames(start=start, step=step):
+                crops = crop_frame(frame.image, self.specs, size)
+                while not cancel.is_set():
+                    try:
+                        out.put((frame.index, crops), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if cancel.is_set():
+                    break
+        except BaseException as exc:  # handed to the scanning thread, which raises it
+            failure.append(exc)
+        finally:
+            out.put(_END)
+
+    def _classify_and_store(self, scan_id: int, batch: list[tuple[int, np.ndarray]], step: int, frames_done: int,
+                            decode_errors: int) -> None:
+        crops = np.concatenate([c for _, c in batch])
+        embeddings = self.backbone.embed(crops, batch_size=max(self.batch_size, len(crops)))
+        per_frame = len(self.specs)
+        rows: list[DetectionRow] = []
+        for j, spec in enumerate(self.specs):
+            pred = self.head.classify(embeddings[j::per_frame], spec.region)
+            for (frame, _), k, score, fault in zip(batch, pred.class_index, pred.score, pred.is_fault):
+                if k >= 0:
+                    rows.append(DetectionRow(frame, spec.name, spec.region, self.head.classes[k],
+                                             float(score), bool(fault)))
+        vectors = embeddings.astype(np.float16)
+        stored = ([(frame, spec.name, vectors[i * per_frame + j].tobytes())
+                   for i, (frame, _) in enumerate(batch) for j, spec in enumerate(self.specs)]
+                  if self.keep_embeddings else [])
+        self.store.write_batch(scan_id, rows, stored, batch[-1][0] + step, frames_done, decode_errors)
+
+    @staticmethod
+    def _progress(path: Path, frame: int, total: int, start: int, samples: int, started: float,
+                  errors: int) -> ScanProgress:
+        elapsed = max(time.monotonic() - started, 1e-6)
+        rate = (frame - start) / elapsed
+        eta = (total - frame) / rate if rate > 0 else None
+        return ScanProgress(path, frame, total, samples, rate, eta, errors)
+
+
+def scan_many(scanner: Scanner, videos: list[Path], progress: ProgressCallback | None = None,
+              cancel: threading.Event | None = None,
+              on_start: Callable[[int, Path], None] | None = None,
+              on_result: Callable[[ScanResult], None] | None = None,
+              on_error: Callable[[Path, InspectorError], None] | None = None) -> tuple[list[ScanResult], list[Path]]:
+    """Scan each video in turn; a bad video is reported through ``on_error`` and skipped."""
+    results, failed = [], []
+    for index, path in enumerate(videos):
+        if cancel is not None and cancel.is_set():
+            break
+        if on_start:
+            on_start(index, path)
+        try:
+            result = scanner.scan(path, progress, cancel)
+        except StoreError:
+            raise  # the project itself cannot be written: no later video would fare better
+        except InspectorError as exc:
+            failed.append(path)
+            if on_error:
+                on_error(path, exc)
+            continue
+        results.append(result)
+        if on_result:
+            on_result(result)
+        if result.status == "partial":
+            failed.append(path)
+    return results, failed

@@ -1,0 +1,368 @@
+"""The project store: one SQLite file (WAL) per project.
+
+Every write is one transaction, so a scan killed at any moment (Ctrl-C, kill -9, power cut)
+leaves the store as it was after its last finished batch; the scan resumes from there, and the
+primary keys make a re-written batch replace, never double, what was stored.
+"""
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from inspector.errors import StoreError
+from inspector.video import VideoInfo
+
+STORE_NAME = "project.sqlite"
+
+# Each entry moves the schema one version up; never edit an entry that has shipped.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE videos(
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL,
+        content_hash TEXT NOT NULL UNIQUE,
+        fps REAL NOT NULL,
+        frame_count INTEGER NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        added_at TEXT NOT NULL);
+    -- Where the train was: time in the video -> line, chainage, GPS, mast, for locating findings.
+    CREATE TABLE positions(
+        video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
+        t REAL NOT NULL,
+        line TEXT, chainage_m REAL, lat REAL, lon REAL, mast TEXT,
+        PRIMARY KEY(video_id, t));
+    CREATE TABLE scans(
+        id INTEGER PRIMARY KEY,
+        video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
+        bundle_digest TEXT NOT NULL,
+        bundle_name TEXT NOT NULL,
+        precision TEXT NOT NULL,
+        head_version INTEGER,
+        profile_name TEXT NOT NULL,
+        profile_digest TEXT NOT NULL,
+        profile_text TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        next_frame INTEGER NOT NULL DEFAULT 0,
+        frames_done INTEGER NOT NULL DEFAULT 0,
+        decode_errors INTEGER NOT NULL DEFAULT 0,
+        message TEXT,
+        started_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        finished_at TEXT,
+        UNIQUE(video_id, bundle_digest, profile_digest, step));
+    CREATE TABLE detections(
+        scan_id INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+        frame INTEGER NOT NULL,
+        crop TEXT NOT NULL,
+        region TEXT NOT NULL,
+        class TEXT,
+        score REAL,
+        is_fault INTEGER NOT NULL,
+        PRIMARY KEY(scan_id, frame, crop)) WITHOUT ROWID;
+    CREATE TABLE embeddings(
+        scan_id INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+        frame INTEGER NOT NULL,
+        crop TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        PRIMARY KEY(scan_id, frame, crop)) WITHOUT ROWID;
+    CREATE TABLE findings(
+        id INTEGER PRIMARY KEY,
+        scan_id INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+        crop TEXT NOT NULL,
+        region TEXT NOT NULL,
+        class TEXT NOT NULL,
+        start_frame INTEGER NOT NULL,
+        end_frame INTEGER NOT NULL,
+        best_frame INTEGER NOT NULL,
+        best_score REAL NOT NULL,
+        frames INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'open',
+        reviewed_at TEXT);
+    CREATE INDEX findings_by_scan ON findings(scan_id, start_frame);
+    """,
+)
+
+REVIEW_STATUSES = ("open", "confirmed", "rejected")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def quick_hash(path: Path, chunk: int = 1 << 20) -> str:
+    """Identifies a video by size and three 1 MiB samples: instant even on a 10 GB run."""
+    size = path.stat().st_size
+    sha = hashlib.sha256(str(size).encode())
+    with path.open("rb") as handle:
+        for offset in sorted({0, max(0, size // 2 - chunk // 2), max(0, size - chunk)}):
+            handle.seek(offset)
+            sha.update(handle.read(chunk))
+    return sha.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    id: int
+    path: Path
+    fps: float
+    frame_count: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class ScanRecord:
+    id: int
+    video_id: int
+    bundle_name: str
+    precision: str
+    profile_name: str
+    profile_text: str
+    step: int
+    status: str
+    next_frame: int
+    frames_done: int
+    decode_errors: int
+    message: str | None
+
+
+@dataclass(frozen=True)
+class DetectionRow:
+    frame: int
+    crop: str
+    region: str
+    class_name: str | None
+    score: float
+    is_fault: bool
+
+
+@dataclass(frozen=True)
+class FindingRecord:
+    id: int
+    scan_id: int
+    crop: str
+    region: str
+    class_name: str
+    start_frame: int
+    end_frame: int
+    best_frame: int
+    best_score: float
+    frames: int
+    status: str
+
+
+def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    text = str(exc)
+    if "full" in text:
+        return StoreError(f"project store {path}: the disk is full; free some space and run the same "
+                          "command again (work already stored is kept and resumes)")
+    if "readonly" in text or "unable to open" in text or "permission" in text.lower():
+        return StoreError(f"project store {path}: cannot write ({text}); choose a project folder you can write to")
+    if "locked" in text or "busy" in text:
+        return StoreError(f"project store {path}: in use by another program ({text}); close it and retry")
+    return StoreError(f"project store {path}: {text}; the file may be damaged, keep a copy and report it")
+
+
+class Store:
+    """One project's SQLite database; use one ``Store`` per thread."""
+
+    def __init__(self, project: Path | str) -> None:
+        project = Path(project)
+        self.path = project / STORE_NAME
+        if project.exists() and not project.is_dir():
+            raise StoreError(f"project {project}: exists and is not a folder; choose another --project")
+        try:
+            project.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"project {project}: cannot create the folder ({exc.strerror}); "
+                             "choose a project folder you can write to") from None
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise _store_error(self.path, exc) from None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All or nothing; SQLite errors become one ``StoreError`` line."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from None
+        try:
+            yield self._conn
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._conn.execute("ROLLBACK")
+            raise _store_error(self.path, exc) from None
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def _migrate(self) -> None:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(f"project store {self.path}: made by a newer inspector (schema {version}); "
+                             "update inspector")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.transaction() as conn:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={number}")
+
+    # videos ---------------------------------------------------------------------------------
+    def add_video(self, info: VideoInfo) -> VideoRecord:
+        """Register a video by content, so a moved or renamed file keeps its scans."""
+        digest = quick_hash(info.path)
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO videos(path, content_hash, fps, frame_count, width, height, added_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(content_hash) DO UPDATE SET path=excluded.path",
+                (str(info.path.resolve()), digest, info.fps, info.frame_count, info.width, info.height, now()))
+        row = self._conn.execute("SELECT id FROM videos WHERE content_hash=?", (digest,)).fetchone()
+        return self.video(row[0])
+
+    def video(self, video_id: int) -> VideoRecord:
+        row = self._conn.execute("SELECT id, path, fps, frame_count, width, height FROM videos WHERE id=?",
+                                 (video_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"project store {self.path}: no video {video_id}")
+        return VideoRecord(row[0], Path(row[1]), row[2], row[3], row[4], row[5])
+
+    def videos(self) -> list[VideoRecord]:
+        ids = [r[0] for r in self._conn.execute("SELECT id FROM videos ORDER BY id")]
+        return [self.video(i) for i in ids]
+
+    # scans ----------------------------------------------------------------------------------
+    _SCAN_COLUMNS = ("id, video_id, bundle_name, precision, profile_name, profile_text, step, status, "
+                     "next_frame, frames_done, decode_errors, message")
+
+    def open_scan(self, video_id: int, bundle_digest: str, bundle_name: str, precision: str,
+                  profile_name: str, profile_digest: str, profile_text: str, step: int) -> ScanRecord:
+        """The scan of this video with this bundle, profile and step: resumed if it exists."""
+        stamp = now()
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO scans(video_id, bundle_digest, bundle_name, precision, profile_name, "
+                "profile_digest, profile_text, step, status, started_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?) "
+                "ON CONFLICT(video_id, bundle_digest, profile_digest, step) DO UPDATE SET "
+                "status=CASE WHEN status='done' THEN 'done' ELSE 'running' END, updated_at=excluded.updated_at",
+                (video_id, bundle_digest, bundle_name, precision, profile_name, profile_digest,
+                 profile_text, step, stamp, stamp))
+        row = self._conn.execute(
+            f"SELECT {self._SCAN_COLUMNS} FROM scans WHERE video_id=? AND bundle_digest=? "
+            "AND profile_digest=? AND step=?", (video_id, bundle_digest, profile_digest, step)).fetchone()
+        return ScanRecord(*row)
+
+    def scan(self, scan_id: int) -> ScanRecord:
+        row = self._conn.execute(f"SELECT {self._SCAN_COLUMNS} FROM scans WHERE id=?", (scan_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"project store {self.path}: no scan {scan_id}")
+        return ScanRecord(*row)
+
+    def scans(self) -> list[ScanRecord]:
+        return [ScanRecord(*r) for r in self._conn.execute(f"SELECT {self._SCAN_COLUMNS} FROM scans ORDER BY id")]
+
+    def write_batch(self, scan_id: int, detections: Sequence[DetectionRow],
+                    embeddings: Iterable[tuple[int, str, bytes]], next_frame: int,
+                    frames_done: int, decode_errors: int) -> None:
+        """One batch of results and the scan's progress, in one transaction."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO detections(scan_id, frame, crop, region, class, score, is_fault) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(scan_id, d.frame, d.crop, d.region, d.class_name, d.score, int(d.is_fault)) for d in detections])
+            conn.executemany("INSERT OR REPLACE INTO embeddings(scan_id, frame, crop, vector) VALUES (?, ?, ?, ?)",
+                             [(scan_id, frame, crop, blob) for frame, crop, blob in embeddings])
+            conn.execute("UPDATE scans SET next_frame=?, frames_done=?, decode_errors=?, updated_at=? WHERE id=?",
+                         (next_frame, frames_done, decode_errors, now(), scan_id))
+
+    def finish_scan(self, scan_id: int, status: str, message: str | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE scans SET status=?, message=?, updated_at=?, finished_at=? WHERE id=?",
+                         (status, message, now(), now(), scan_id))
+
+    def detections(self, scan_id: int, faults_only: bool = False) -> list[DetectionRow]:
+        sql = "SELECT frame, crop, region, class, score, is_fault FROM detections WHERE scan_id=?"
+        if faults_only:
+            sql += " AND is_fault=1"
+        rows = self._conn.execute(sql + " ORDER BY crop, frame", (scan_id,))
+        return [DetectionRow(f, c, r, k, s, bool(x)) for f, c, r, k, s, x in rows]
+
+    def detection_count(self, scan_id: int) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM detections WHERE scan_id=?", (scan_id,)).fetchone()[0]
+
+    # findings -------------------------------------------------------------------------------
+    _FINDING_COLUMNS = ("id, scan_id, crop, region, class, start_frame, end_frame, best_frame, best_score, "
+                        "frames, status")
+
+    def replace_findings(self, scan_id: int, findings: Sequence[FindingRecord]) -> None:
+        """Store freshly grouped findings; a review decision carries over to the new finding of
+        the same crop and class that overlaps the reviewed one."""
+        with self.transaction() as conn:
+            reviewed = conn.execute(
+                "SELECT crop, class, start_frame, end_frame, status, reviewed_at FROM findings "
+                "WHERE scan_id=? AND status!='open'", (scan_id,)).fetchall()
+            conn.execute("DELETE FROM findings WHERE scan_id=?", (scan_id,))
+            for f in findings:
+                status, reviewed_at = "open", None
+                for crop, cls, start, end, old_status, old_at in reviewed:
+                    if crop == f.crop and cls == f.class_name and start <= f.end_frame and f.start_frame <= end:
+                        status, reviewed_at = old_status, old_at
+                        break
+                conn.execute(
+                    "INSERT INTO findings(scan_id, crop, region, class, start_frame, end_frame, best_frame, "
+                    "best_score, frames, status, reviewed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (scan_id, f.crop, f.region, f.class_name, f.start_frame, f.end_frame, f.best_frame,
+                     f.best_score, f.frames, status, reviewed_at))
+
+    def findings(self, scan_id: int | None = None) -> list[FindingRecord]:
+        sql = f"SELECT {self._FINDING_COLUMNS} FROM findings"
+        args: tuple = ()
+        if scan_id is not None:
+            sql += " WHERE scan_id=?"
+            args = (scan_id,)
+        return [FindingRecord(*r) for r in self._conn.execute(sql + " ORDER BY scan_id, start_frame, crop", args)]
+
+    def set_finding_status(self, finding_id: int, status: str) -> None:
+        if status not in REVIEW_STATUSES:
+            raise StoreError(f"review status must be one of {', '.join(REVIEW_STATUSES)}, not {status!r}")
+        with self.transaction() as conn:
+            cur = conn.execute("UPDATE findings SET status=?, reviewed_at=? WHERE id=?", (status, now(), finding_id))
+            if cur.rowcount == 0:
+                raise StoreError(f"project store {self.path}: no finding {finding_id}")
+
+    # positions ------------------------------------------------------------------------------
+    def position_at(self, video_id: int, t: float) -> dict | None:
+        """The last known position at or before ``t`` seconds, if the video has a track."""
+        row = self._conn.execute(
+            "SELECT line, chainage_m, lat, lon, mast FROM positions WHERE video_id=? AND t<=? "
+            "ORDER BY t DESC LIMIT 1", (video_id, t)).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("line", "chainage_m", "lat", "lon", "mast"), row))

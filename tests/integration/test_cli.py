@@ -1,0 +1,172 @@
+"""The command line as an operator meets it: one clear line per problem, the right exit code."""
+import csv
+import json
+import shutil
+
+import pytest
+
+from inspector.cli import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
+from inspector.store import Store
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_clear_line(err, *fragments):
+    errors = [line for line in err.splitlines() if line.startswith("inspector: error:")]
+    assert errors, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert any(fragment in line for line in errors), (fragment, err)
+
+
+@pytest.fixture
+def scan_args(tmp_path, tiny_bundle, profile_file):
+    return ["scan", "--project", tmp_path / "p", "--bundle", tiny_bundle, "--profile", profile_file, "-q"]
+
+
+def test_help_and_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert "scan" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "inspector" in capsys.readouterr().out
+
+
+def test_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["scan", "video.mp4"])  # --project missing
+    assert info.value.code == EXIT_USAGE
+    assert "--project" in capsys.readouterr().err
+
+
+def test_scan_then_report(capsys, tmp_path, scan_args, fault_video):
+    code, _, err = run(capsys, *scan_args, fault_video)
+    assert code == EXIT_OK, err
+    assert "2 findings" in err
+    code, out, err = run(capsys, "report", "--project", tmp_path / "p", "--out", tmp_path / "r")
+    assert code == EXIT_OK, err
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert html.count("<tr id='f") == 2 and "red_fault" in html and "<svg" in html
+    rows = list(csv.DictReader((tmp_path / "r" / "findings.csv").open()))
+    assert [(r["class"], r["start_s"], r["end_s"]) for r in rows] == [("red_fault", "1.0", "1.9"),
+                                                                     ("red_fault", "4.0", "4.4")]
+    for row in rows:
+        assert (tmp_path / "r" / "thumbs" / f"finding{row['finding_id']}_frame.jpg").stat().st_size > 0
+
+
+def test_report_shows_review_status(capsys, tmp_path, scan_args, fault_video):
+    run(capsys, *scan_args, fault_video)
+    with Store(tmp_path / "p") as store:
+        first, second = store.findings()
+        store.set_finding_status(first.id, "confirmed")
+        store.set_finding_status(second.id, "rejected")
+    run(capsys, "report", "--project", tmp_path / "p")
+    rows = list(csv.DictReader((tmp_path / "p" / "report" / "findings.csv").open()))
+    assert [r["status"] for r in rows] == ["confirmed", "rejected"]
+    assert "class='status-confirmed'" in (tmp_path / "p" / "report" / "report.html").read_text()
+
+
+def test_report_without_the_video_still_works(capsys, tmp_path, scan_args, fault_video):
+    moved = tmp_path / "moved.mp4"
+    shutil.copy(fault_video, moved)
+    run(capsys, *scan_args, moved)
+    moved.unlink()
+    code, out, err = run(capsys, "report", "--project", tmp_path / "p")
+    assert code == EXIT_OK
+    assert "not found" in err
+    assert "video not available" in (tmp_path / "p" / "report" / "report.html").read_text()
+
+
+def test_report_of_an_empty_folder(capsys, tmp_path):
+    code, _, err = run(capsys, "report", "--project", tmp_path)
+    assert code == EXIT_FAILED
+    assert_one_clear_line(err, "no project store there")
+
+
+def test_bad_videos_are_named_and_the_rest_scanned(capsys, tmp_path, scan_args, fault_video):
+    text = tmp_path / "notes.mp4"
+    text.write_text("hello")
+    code, _, err = run(capsys, *scan_args, tmp_path / "missing.mp4", text, fault_video)
+    assert code == EXIT_PARTIAL
+    assert_one_clear_line(err, "missing.mp4: no such file", "notes.mp4: not a readable video")
+    assert "not scanned fully" in err and "missing.mp4" in err.splitlines()[-1]
+    with Store(tmp_path / "p") as store:
+        assert [s.status for s in store.scans()] == ["done"]
+
+
+def test_zero_frame_video(capsys, tmp_path, scan_args):
+    from tests.factories import make_video
+
+    code, _, err = run(capsys, *scan_args, make_video(tmp_path / "empty.mp4", 0))
+    assert code == EXIT_PARTIAL
+    assert_one_clear_line(err, "empty.mp4")
+
+
+def test_truncated_video_exits_non_zero_and_keeps_results(capsys, tmp_path, scan_args):
+    from tests.factories import make_video
+
+    full = make_video(tmp_path / "full.avi", 300, set(range(20, 30)), fourcc="MJPG")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    code, _, err = run(capsys, *scan_args, cut)
+    assert code == EXIT_PARTIAL
+    assert "truncated or damaged" in err and "cut.avi" in err.splitlines()[-1]
+    with Store(tmp_path / "p") as store:
+        assert store.scans()[0].status == "partial" and len(store.findings()) == 1
+
+
+@pytest.mark.parametrize("breakage, fragment", [
+    (lambda b: (b / "bundle.json").unlink(), "no bundle.json"),
+    (lambda b: (b / "bundle.json").write_text("{"), "bundle.json is corrupt"),
+    (lambda b: (b / "backbone.onnx").write_bytes(b"junk"), "not a loadable ONNX model"),
+    (lambda b: (b / "bundle.json").write_text(json.dumps(
+        {**json.loads((b / "bundle.json").read_text()), "input": {"size": 64, "mean": [0, 0, 0], "std": [1, 1, 1]}})),
+     "expects"),
+])
+def test_broken_bundle(capsys, tmp_path, tiny_bundle, profile_file, fault_video, breakage, fragment):
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "b")
+    breakage(bundle)
+    code, _, err = run(capsys, "scan", fault_video, "--project", tmp_path / "p", "--bundle", bundle,
+                       "--profile", profile_file)
+    assert code == EXIT_FAILED
+    assert_one_clear_line(err, fragment)
+
+
+def test_bad_profile(capsys, tmp_path, tiny_bundle, fault_video):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[regions]\nname=")
+    code, _, err = run(capsys, "scan", fault_video, "--project", tmp_path / "p", "--bundle", tiny_bundle,
+                       "--profile", bad)
+    assert code == EXIT_FAILED
+    assert_one_clear_line(err, "not valid TOML")
+
+
+def test_unwritable_project(capsys, tmp_path, tiny_bundle, profile_file, fault_video):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the project folder should go")
+    code, _, err = run(capsys, "scan", fault_video, "--project", blocker / "project", "--bundle", tiny_bundle,
+                       "--profile", profile_file)
+    assert code == EXIT_FAILED
+    assert_one_clear_line(err, "cannot create the folder")
+
+
+def test_bundle_info(capsys, tiny_bundle):
+    code, out, _ = run(capsys, "bundle", "info", tiny_bundle)
+    assert code == EXIT_OK
+    assert "32x32" in out and "red_fault" in out and "[regions: track]" in out
+    code, out, _ = run(capsys, "bundle", "info", tiny_bundle, "--json")
+    data = json.loads(out)
+    assert data["input"]["size"] == 32
+    assert [c["name"] for c in data["head_classes"]] == ["ok", "red_fault"]
+
+
+def test_bundle_info_on_a_broken_bundle(capsys, tmp_path):
+    code, _, err = run(capsys, "bundle", "info", tmp_path)
+    assert code == EXIT_FAILED
+    assert_one_clear_line(err, "no bundle.json")

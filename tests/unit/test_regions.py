@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from inspector.errors import ProfileError
+from inspector.regions import crop_frame, load_profile, parse_profile
+from tests.factories import PROFILE_TOML
+
+
+def test_profile_expands_tiles_into_crops():
+    profile = parse_profile(PROFILE_TOML)
+    names = [s.name for s in profile.crop_specs()]
+    assert names == ["catenary[0]", "catenary[1]", "track"]
+    left, right, _ = profile.crop_specs()
+    assert left.box == pytest.approx((0.0, 0.0, 0.5, 0.4))
+    assert right.box == pytest.approx((0.5, 0.0, 1.0, 0.4))
+
+
+def test_crop_frame_cuts_the_right_pixels_and_converts_to_rgb():
+    frame = np.zeros((100, 200, 3), np.uint8)
+    frame[50:, 60:140] = (255, 0, 0)  # blue in BGR, inside the track box
+    specs = parse_profile(PROFILE_TOML).crop_specs()
+    crops = crop_frame(frame, specs, 16)
+    assert crops.shape == (3, 16, 16, 3)
+    assert crops[2, :, :, 2].mean() == pytest.approx(255)  # blue is the last RGB channel
+    assert crops[0].max() == 0
+
+
+def test_shipped_demo_profile_loads_by_name():
+    profile = load_profile("demo")
+    assert {r.name for r in profile.regions} == {"catenary", "track"}
+
+
+def test_profile_digest_changes_with_content():
+    assert parse_profile(PROFILE_TOML).digest != parse_profile(PROFILE_TOML + "\n# x\n").digest
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name = 'x'\n[[regions]\n", "not valid TOML"),
+    ("name = 'x'\n", "no regions"),
+    ("[[regions]]\nbox = [0, 0, 1, 1]\n", "needs a name"),
+    ("[[regions]]\nname = 'a'\n", "needs box"),
+    ("[[regions]]\nname = 'a'\nbox = [0.5, 0, 0.2, 1]\n", "must satisfy"),
+    ("[[regions]]\nname = 'a'\nbox = [0, 0, 1, 1.5]\n", "must satisfy"),
+    ("[[regions]]\nname = 'a'\nbox = [0, 0, 1, 1]\ntiles = [0, 1]\n", "tiles"),
+    ("[[regions]]\nname = 'a'\nbox = [0, 0, 1, 1]\n[[regions]]\nname = 'a'\nbox = [0, 0, 1, 1]\n", "unique"),
+    ("crop_size = 5\n[[regions]]\nname = 'a'\nbox = [0, 0, 1, 1]\n", "crop_size"),
+])
+def test_bad_profiles_give_one_clear_line(text, message):
+    with pytest.raises(ProfileError, match=message) as info:
+        parse_profile(text, "bad.toml")
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_profile_lists_the_shipped_ones(tmp_path):
+    with pytest.raises(ProfileError, match="shipped: .*demo"):
+        load_profile("no-such-profile")

@@ -1,0 +1,101 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspector.errors import VideoError
+from inspector.video import VideoInfo, VideoReader, probe, step_for_rate
+from tests.factories import frame_index_of, make_video
+
+
+def test_probe_describes_the_video(fault_video):
+    info = probe(fault_video)
+    assert (info.frame_count, info.fps, info.width, info.height) == (60, 10.0, 160, 120)
+    assert info.container == "mp4"
+    assert info.duration == pytest.approx(6.0)
+    assert info.timestamp(15) == pytest.approx(1.5)
+    assert info.frame_at(1.5) == 15
+
+
+def test_frames_with_step_return_the_right_indices(fault_video):
+    with VideoReader(fault_video) as reader:
+        frames = list(reader.frames(start=3, step=7))
+    assert [f.index for f in frames] == list(range(3, 60, 7))
+    assert [frame_index_of(f.image) for f in frames] == list(range(3, 60, 7))
+    assert frames[1].timestamp == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("order", [[17, 3, 59, 0, 33], [59, 58, 1]])
+def test_seek_is_exact_in_any_order(fault_video, order):
+    with VideoReader(fault_video) as reader:
+        assert [frame_index_of(reader.read_frame(i).image) for i in order] == order
+
+
+def test_seek_outside_the_video_is_a_clear_error(fault_video):
+    with VideoReader(fault_video) as reader, pytest.raises(VideoError, match="outside the video"):
+        reader.read_frame(60)
+
+
+def test_step_for_rate():
+    video = VideoInfo(Path("x.mp4"), "mp4", "avc1", 25.0, 100, 10, 10)
+    assert step_for_rate(video, 5) == 5
+    assert step_for_rate(video, 100) == 1
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(VideoError, match="no such file"):
+        probe(tmp_path / "nope.mp4")
+
+
+def test_folder_is_not_a_video(tmp_path):
+    with pytest.raises(VideoError, match="is not a file"):
+        probe(tmp_path)
+
+
+def test_not_a_video(tmp_path):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("these are my notes, not a video\n" * 50)
+    with pytest.raises(VideoError, match="not a readable video|no decodable frames"):
+        probe(fake)
+
+
+def test_zero_frame_video(tmp_path):
+    empty = make_video(tmp_path / "empty.mp4", 0)
+    with pytest.raises(VideoError):
+        probe(empty)
+
+
+def test_empty_file(tmp_path):
+    empty = tmp_path / "zero.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(VideoError):
+        probe(empty)
+
+
+def test_truncated_file_stops_early_and_says_so(tmp_path):
+    """A copy cut off at 40 %: the first frames decode, the rest is reported, nothing raises."""
+    full = make_video(tmp_path / "full.avi", 200, fourcc="MJPG")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: int(len(data) * 0.4)])
+    with VideoReader(cut) as reader:
+        indices = [f.index for f in reader.frames()]
+        assert 0 < len(indices) < 200
+        assert indices == list(range(len(indices)))
+        assert reader.stopped_early or reader.decode_errors > 0
+
+
+def test_garbage_in_the_middle_is_skipped_not_fatal(tmp_path):
+    """An MJPEG frame overwritten with noise: it is counted and skipped, reading goes on."""
+    full = make_video(tmp_path / "full.avi", 120, fourcc="MJPG")
+    data = bytearray(full.read_bytes())
+    start = len(data) // 2
+    data[start:start + 2000] = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(bytes(data))
+    with VideoReader(damaged) as reader:
+        indices = [f.index for f in reader.frames()]
+        assert reader.decode_errors > 0
+        assert not reader.stopped_early
+    assert 50 < len(indices) < 120
+    assert indices[-1] > 100  # reading went on past the damage
