@@ -19,7 +19,7 @@ def group_findings(detections: Iterable[DetectionRow], step: int, max_gap: int =
     findings: list[FindingRecord] = []
     faults = sorted((d for d in detections if d.is_fault and d.class_name),
                     key=lambda d: (d.crop, d.class_name, d.frame))
-    for (crop, class_name), group in groupby(faults, key=lambda d: (d.crop, d.class_name)):
+    for _, group in groupby(faults, key=lambda d: (d.crop, d.class_name)):
         run: list[DetectionRow] = []
         for det in group:
             if run and det.frame - run[-1].frame > (max_gap + 1) * step:

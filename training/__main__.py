@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--data", type=Path, default=Path("../shared/data"))
     exp.add_argument("--out", type=Path, required=True)
     exp.add_argument("--algorithm", default="baseline")
+    exp.add_argument("--keep-fp32", action="store_true", help="keep the fp32 backbone beside the int8 one")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.command == "pretrain":
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                                 imagenet_weights=args.imagenet_weights))
     elif args.command == "export":
         from training.export import export_bundle
-        export_bundle(args.checkpoint, args.data, args.out, args.algorithm)
+        export_bundle(args.checkpoint, args.data, args.out, args.algorithm, args.keep_fp32)
     return 0
 
 

@@ -81,7 +81,8 @@ def _head_accuracy(backbone: Backbone, train_crops, train_labels, test_crops, te
     return head, accuracy
 
 
-def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str = "baseline") -> Path:
+def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str = "baseline",
+                  keep_fp32: bool = False) -> Path:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     size = int(state.get("input_size", 128))
     net = EmbeddingNet(num_classes=len(state["labels"]))
@@ -123,9 +124,9 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
              "int8 kept" if keep_int8 else "int8 dropped")
     if keep_int8:
         head = head8
-        # Ship int8 alone: the fp32 file is the larger one and is re-made by exporting again.
-        fp32_path.unlink()
-        del meta["backbones"]["fp32"]
+        if not keep_fp32:  # ship int8 alone: fp32 is 4x larger and re-made by exporting again
+            fp32_path.unlink()
+            del meta["backbones"]["fp32"]
     else:
         int8_path.unlink()
         del meta["backbones"]["int8"]

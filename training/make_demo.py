@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import random
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,9 +25,9 @@ from inspector.regions import load_profile
 from training.data import group_fraction
 from training.sources import SPLIT_SEED, TEST_FRACTION, TRACK_COMPONENT_CLASSES
 
-WIDTH, HEIGHT, FPS = 854, 480, 8
-SEGMENT_FRAMES = 12
-PER_CLASS = 3
+WIDTH, HEIGHT, FPS = 960, 540, 10
+SEGMENT_FRAMES = 15
+PER_CLASS = 4
 HORIZON = 0.42
 FAULTS = {"fastener_clip_missing", "rail_break_or_gap", "fishplate_bolt_missing"}
 COMPONENT_EXPORTS = {"yolov5_v1-5ca16", "rail_track_test"}
@@ -104,6 +105,37 @@ def draw_catenary(frame: np.ndarray, t: int, nest_x: float | None, rng_noise: np
                      (30, 60, 95), 2, cv2.LINE_AA)
 
 
+class VideoSink:
+    """H.264 through the ffmpeg binary of ``imageio-ffmpeg`` (what cameras record, and small);
+    MPEG-4 part 2 through OpenCV where that package is missing."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import imageio_ffmpeg
+        except ImportError:
+            self._pipe = None
+            self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+            return
+        self._pipe = subprocess.Popen(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "bgr24",
+             "-s", f"{WIDTH}x{HEIGHT}", "-r", str(FPS), "-i", "-", "-c:v", "libx264", "-preset", "slow",
+             "-crf", "24", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(path)], stdin=subprocess.PIPE)
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._pipe is None:
+            self._writer.write(frame)
+        else:
+            self._pipe.stdin.write(frame.tobytes())
+
+    def release(self) -> None:
+        if self._pipe is None:
+            self._writer.release()
+        else:
+            self._pipe.stdin.close()
+            if self._pipe.wait() != 0:
+                raise RuntimeError("ffmpeg failed to encode the demo run")
+
+
 def build(data: Path, out: Path, seed: int = 7) -> Path:
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +147,7 @@ def build(data: Path, out: Path, seed: int = 7) -> Path:
     nest_segments = set(rng.sample(range(len(boxes)), k=min(6, len(boxes))))
     noise = np.random.default_rng(seed).random((HEIGHT, WIDTH))
     video_path = out / "demo.mp4"
-    writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+    writer = VideoSink(video_path)
     truth: list[dict] = []
     sources: dict[str, str] = {}
     with (data / "track_scene" / "manifest.csv").open(newline="") as handle:

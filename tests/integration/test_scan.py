@@ -11,7 +11,7 @@ import pytest
 from inspector.errors import ProfileError, StoreError
 from inspector.heads import Head
 from inspector.model import Backbone, load_bundle
-from inspector.regions import load_profile, parse_profile
+from inspector.regions import parse_profile
 from inspector.scan import Scanner, scan_many
 from inspector.store import STORE_NAME, Store
 from tests.factories import PROFILE_TOML, make_video
@@ -185,3 +185,20 @@ def test_kill_minus_nine_then_rerun_completes_exactly(tmp_path, tiny_bundle, pro
         frames = [d.frame for d in store.detections(scan.id)]
         assert frames == sorted(set(frames)) and len(frames) == 1500
         assert [(f.start_frame, f.end_frame) for f in store.findings(scan.id)] == [(700, 719)]
+
+
+def test_unreadable_frames_are_skipped_and_counted(tmp_path, tiny_bundle):
+    import numpy as np
+
+    full = make_video(tmp_path / "full.avi", 120, set(range(100, 110)), fourcc="MJPG")
+    data = bytearray(full.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 2000] = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(bytes(data))
+    with Store(tmp_path / "p") as store:
+        result = _scanner(store, tiny_bundle).scan(damaged)
+        assert result.status == "done" and result.decode_errors > 0
+        assert "could not be decoded and were skipped" in result.message
+        assert result.findings == 1  # the fault after the damage is still found
+        assert store.scan(result.scan_id).decode_errors == result.decode_errors
