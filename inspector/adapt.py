@@ -3,50 +3,231 @@
 The backbone was meta-trained so that a few gradient steps on a linear softmax head over its
 L2-normalised embeddings, from a class-agnostic initialisation (every class starts with the same
 weights, so any number of classes works), give a good classifier. The bundle carries those
-meta-learned steps, per-step step sizes and the initialisation; this module replays them.
+meta-learned steps, per-step step sizes and the initialisation; this module replays them over
+every class the project knows (the bundle's base classes from their stored embeddings, the
+operator's fault types from theirs), so adding a fault type never drops an old one.
+
+Besides the head it calibrates "none of these" (per-class prototype similarity floors, from the
+support set itself) and estimates quality by leave-one-out over the operator's examples.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from inspector.errors import InspectorError
 from inspector.heads import Head, l2_normalise, softmax
-from inspector.model import AdaptationParams
+from inspector.model import AdaptationParams, Backbone
+
+MIN_EXAMPLES = 3  # fewer examples of a class than this: warn the operator
+MIN_LOO_ACCURACY = 0.8  # leave-one-out accuracy below this: warn the operator
+FLOOR_MARGIN = 0.05  # how far below its least typical example a crop may sit and still match a class
+
+
+class AdaptationError(InspectorError):
+    """The support set cannot make a head (no examples, one class, broken embeddings)."""
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    name: str
+    normal: bool
+    regions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Quality:
+    """What the operator is shown after an addition."""
+
+    loo_accuracy: float | None  # over the operator's examples; None when none could be judged
+    examples: dict[str, int]
+    warnings: tuple[str, ...]
+
+    @property
+    def trustworthy(self) -> bool:
+        return not self.warnings
 
 
 def inner_loop(features: np.ndarray, targets: np.ndarray, num_classes: int, params: AdaptationParams,
-               steps: int | None = None, step_size: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient descent on the mean cross-entropy of ``scale * (W x + b)``; x L2-normalised.
+               steps: int | None = None, step_size: float | None = None,
+               scope: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient descent on the class-balanced cross-entropy of ``scale * (W x + b)``, x L2-normalised.
 
-    ``steps``/``step_size`` override the meta-learned schedule (used for fitting a base head on
-    many examples); by default the bundle's schedule is replayed exactly.
+    Balanced: each class weighs the same whatever its number of examples, as in the N-way K-shot
+    episodes the backbone was meta-trained on, so five examples of a new fault are not drowned by
+    hundreds of a known one. ``scope`` (N x C, bool) restricts each example's softmax to the
+    classes that apply in its region, exactly as at inference: classes of different regions then
+    never compete, and adding a catenary fault leaves every track class untouched.
+    ``steps``/``step_size`` override the bundle's schedule; by default it is replayed exactly.
     """
     x = l2_normalise(features.astype(np.float64))
     n, dim = x.shape
     weight = np.full((num_classes, dim), params.init_weight_scale / np.sqrt(dim))
     bias = np.full(num_classes, params.init_bias)
     onehot = np.eye(num_classes)[targets]
+    counts = np.bincount(targets, minlength=num_classes)
+    allowed = np.ones((n, num_classes), bool) if scope is None else np.asarray(scope, bool)
+    # Each region is its own balanced N-way problem: an example weighs 1 / (its class's examples x
+    # the classes in its scope), so classes added elsewhere do not change a region's loss at all.
+    example_weight = 1.0 / (counts[targets] * (allowed & (counts > 0)).sum(axis=1))
+    blocked = None if scope is None else ~allowed
     total = steps if steps is not None else params.inner_steps
     for step in range(total):
-        probs = softmax(params.logit_scale * (x @ weight.T + bias))
-        error = (probs - onehot) * (params.logit_scale / n)
+        logits = params.logit_scale * (x @ weight.T + bias)
+        if blocked is not None:
+            logits[blocked] = -np.inf
+        error = (softmax(logits) - onehot) * (params.logit_scale * example_weight[:, None])
         lr = step_size if step_size is not None else params.step_size(min(step, params.inner_steps - 1))
         weight -= lr * (error.T @ x + params.weight_decay * weight)
         bias -= lr * error.sum(axis=0)
     return weight.astype(np.float32), bias.astype(np.float32)
 
 
+def region_centers(embeddings: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec]) -> dict[str, np.ndarray]:
+    """Per region, the mean embedding of every example whose class can occur there (its scope
+    names the region or is every region); ``*``, the mean of all, serves any other region."""
+    x = embeddings.astype(np.float64)
+    centers = {"*": x.mean(axis=0)}
+    for region in sorted({r for c in classes for r in c.regions}):
+        members = [k for k, c in enumerate(classes) if not c.regions or region in c.regions]
+        centers[region] = x[np.isin(targets, members)].mean(axis=0)
+    return centers
+
+
+def scope_mask(classes: Sequence[ClassSpec], example_regions: Sequence[str]) -> np.ndarray:
+    """N x C: which classes apply in each example's region (``*``: the example fits anywhere)."""
+    return np.array([[not c.regions or region == "*" or region in c.regions for c in classes]
+                     for region in example_regions], bool)
+
+
+def _check_support(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[ClassSpec]) -> np.ndarray:
+    if len(labels) == 0 or embeddings.size == 0:
+        raise AdaptationError("no examples to learn from; label at least one example of each fault type")
+    if embeddings.ndim != 2 or len(embeddings) != len(labels):
+        raise AdaptationError(f"{len(labels)} labels but embeddings of shape {embeddings.shape}")
+    if not np.isfinite(embeddings).all():
+        raise AdaptationError("some example embeddings are NaN or infinite; the bundle or the crops are "
+                              "broken, re-export the bundle or relabel those examples")
+    if (np.linalg.norm(embeddings, axis=1) < 1e-8).any():
+        raise AdaptationError("some example embeddings are empty (all zero); check the crops are not blank")
+    names = [c.name for c in classes]
+    if len(set(names)) != len(names):
+        raise AdaptationError(f"class names must be unique, got {names}")
+    present = set(labels)
+    if len(present) < 2:
+        raise AdaptationError(f"only one class ({next(iter(present))}) has examples; a head needs at least two, "
+                              "add normal examples or another fault type")
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise AdaptationError(f"no examples for {', '.join(missing)}; label at least one of each")
+    unknown = present - set(names)
+    if unknown:
+        raise AdaptationError(f"examples labelled {', '.join(sorted(unknown))}, which is not a known class")
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[label] for label in labels])
+
+
+def _prototypes(x: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec]) -> tuple[np.ndarray, np.ndarray]:
+    """Unit prototypes per class and, for fault classes, a floor under which a crop is "none of
+    these": its least typical example's leave-one-out similarity, less a margin."""
+    prototypes = np.zeros((len(classes), x.shape[1]), np.float32)
+    floors = np.full(len(classes), -1.0, np.float32)
+    for k, spec in enumerate(classes):
+        members = x[targets == k]
+        total = members.sum(axis=0)
+        prototypes[k] = total / max(np.linalg.norm(total), 1e-12)
+        if spec.normal or len(members) < 2:
+            continue  # normal classes are never called as faults; one example cannot calibrate
+        rest = total[None, :] - members
+        rest /= np.maximum(np.linalg.norm(rest, axis=1, keepdims=True), 1e-12)
+        similarity = np.einsum("nd,nd->n", members, rest)
+        floors[k] = float(similarity.min()) - FLOOR_MARGIN
+    return prototypes, floors
+
+
+def _loo_accuracy(x: np.ndarray, targets: np.ndarray, scope: np.ndarray, judged: np.ndarray, num_classes: int,
+                  params: AdaptationParams, steps: int | None, step_size: float | None) -> float | None:
+    counts = np.bincount(targets, minlength=num_classes)
+    hits, tried = 0, 0
+    for i in np.flatnonzero(judged):
+        if counts[targets[i]] < 2:
+            continue  # the only example of its class: leaving it out removes the class
+        keep = np.arange(len(x)) != i
+        weight, bias = inner_loop(x[keep], targets[keep], num_classes, params, steps, step_size, scope[keep])
+        logits = np.where(scope[i], x[i] @ weight.T + bias, -np.inf)
+        hits += int(np.argmax(logits) == targets[i])
+        tried += 1
+    return hits / tried if tried else None
+
+
+def adapt(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[ClassSpec], params: AdaptationParams,
+          example_regions: Sequence[str] | None = None, judged: np.ndarray | None = None, threshold: float = 0.5,
+          version: int = 1, info: dict | None = None, steps: int | None = None,
+          step_size: float | None = None) -> tuple[Head, Quality]:
+    """A head over ``classes`` from labelled embeddings, and its quality estimate.
+
+    ``example_regions`` says where each example was cut (default: anywhere); ``judged`` marks the
+    examples the leave-one-out estimate is computed on (the operator's, typically; the bundle's
+    base examples were evaluated when it was made).
+    """
+    targets = _check_support(embeddings, labels, classes)
+    where = list(example_regions) if example_regions is not None else ["*"] * len(embeddings)
+    centers = region_centers(embeddings, targets, classes)
+    x = l2_normalise(embeddings.astype(np.float64) - np.stack([centers.get(r, centers["*"]) for r in where]))
+    scope = scope_mask(classes, where)
+    if not scope[np.arange(len(x)), targets].all():
+        raise AdaptationError("an example lies in a region its class does not apply to")
+    weight, bias = inner_loop(x, targets, len(classes), params, steps, step_size, scope)
+    prototypes, floors = _prototypes(x.astype(np.float32), targets, classes)
+    head = Head(tuple(c.name for c in classes), weight, bias, tuple(c.normal for c in classes),
+                tuple(tuple(c.regions) for c in classes), threshold, params.logit_scale, version, dict(info or {}),
+                prototypes, floors, {r: c.astype(np.float32) for r, c in centers.items()})
+    judged = np.ones(len(x), bool) if judged is None else np.asarray(judged, bool)
+    loo = _loo_accuracy(x, targets, scope, judged, len(classes), params, steps, step_size)
+    counts = Counter(labels)
+    judged_classes = {labels[i] for i in np.flatnonzero(judged)}
+    warnings = [f"only {counts[name]} example(s) of {name}: label at least {MIN_EXAMPLES}"
+                for name in sorted(judged_classes) if counts[name] < MIN_EXAMPLES]
+    if loo is not None and loo < MIN_LOO_ACCURACY:
+        warnings.append(f"leave-one-out accuracy is {loo:.0%}: the examples do not separate the classes well; "
+                        "add clearer examples before trusting the results")
+    return head, Quality(loo, dict(counts), tuple(warnings))
+
+
 def fit_head(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[str],
              normal: Sequence[bool], params: AdaptationParams,
              regions: Sequence[Sequence[str]] = (), threshold: float = 0.5,
              steps: int | None = None, step_size: float | None = None, version: int = 1) -> Head:
-    """A head over ``classes`` from labelled embeddings (every class needs an example)."""
-    index = {name: i for i, name in enumerate(classes)}
-    missing = set(classes) - set(labels)
-    if missing:
-        raise ValueError(f"no examples for {sorted(missing)}")
-    targets = np.array([index[label] for label in labels])
-    weight, bias = inner_loop(embeddings, targets, len(classes), params, steps, step_size)
-    return Head(tuple(classes), weight, bias, tuple(bool(v) for v in normal),
-                tuple(tuple(r) for r in regions), threshold, params.logit_scale, version)
+    """A head over named classes (no quality estimate): for base heads fitted on many examples."""
+    specs = [ClassSpec(name, bool(flag), tuple(regions[i]) if regions else ())
+             for i, (name, flag) in enumerate(zip(classes, normal))]
+    by_name = {spec.name: spec for spec in specs}
+    where = [by_name[label].regions[0] if label in by_name and by_name[label].regions else "*" for label in labels]
+    try:
+        head, _ = adapt(embeddings, labels, specs, params, where, judged=np.zeros(len(labels), bool),
+                        threshold=threshold, version=version, steps=steps, step_size=step_size)
+    except AdaptationError as exc:
+        raise ValueError(str(exc)) from None
+    return head
+
+
+def tta_views(crops: np.ndarray) -> list[np.ndarray]:
+    """The original crops and fixed augmented copies (flip, brighter, darker, shifted)."""
+    import albumentations as A
+
+    fixed = [A.HorizontalFlip(p=1.0),
+             A.RandomBrightnessContrast(brightness_limit=(0.15, 0.15), contrast_limit=(0.0, 0.0), p=1.0),
+             A.RandomBrightnessContrast(brightness_limit=(-0.15, -0.15), contrast_limit=(0.0, 0.0), p=1.0),
+             A.Affine(translate_percent={"x": (0.06, 0.06), "y": (0.06, 0.06)}, border_mode=1, p=1.0)]
+    return [crops] + [np.stack([t(image=c)["image"] for c in crops]) for t in fixed]
+
+
+def embed_support(backbone: Backbone, crops: np.ndarray, tta: bool = False) -> np.ndarray:
+    """Embeddings of support crops; with ``tta`` each is the mean over its augmented views."""
+    if not tta:
+        return backbone.embed(crops)
+    views = [l2_normalise(backbone.embed(v)) for v in tta_views(crops)]
+    return np.mean(views, axis=0).astype(np.float32)

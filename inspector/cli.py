@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan = sub.add_parser("scan", help="scan recorded videos for faults (resumable)",
                           description="Scan videos into a project. Rerun the same command after an "
                                       "interruption to continue where it stopped.")
-    scan.add_argument("videos", nargs="+", type=Path, metavar="VIDEO")
+    scan.add_argument("videos", nargs="*", type=Path, metavar="VIDEO")
     scan.add_argument("--project", type=Path, required=True, metavar="DIR", help="project folder (created if new)")
     scan.add_argument("--bundle", type=Path, metavar="DIR", help="model bundle folder (default: the shipped one)")
     scan.add_argument("--profile", metavar="NAME|FILE", help="region profile: shipped name or TOML file (default: demo)")
@@ -94,12 +94,41 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--threads", type=_positive_int, metavar="N", help="inference threads (default: all cores)")
     scan.add_argument("--no-embeddings", action="store_true",
                       help="do not cache crop embeddings (saves space; new fault types then need a rescan)")
+    scan.add_argument("--reclassify", action="store_true",
+                      help="classify every scanned run of the project again with its current fault types, "
+                           "from cached embeddings (seconds, no decoding)")
     scan.add_argument("--report", action="store_true", help="write the report when the scan ends")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     report = sub.add_parser("report", help="write the HTML and CSV report of a project")
     report.add_argument("--project", type=Path, required=True, metavar="DIR")
     report.add_argument("--out", type=Path, metavar="DIR", help="report folder (default: PROJECT/report)")
+
+    faults = sub.add_parser("faults", help="the project's fault types: list, add from examples, remove, restore")
+    faults_sub = faults.add_subparsers(dest="faults_command", metavar="ACTION", required=True)
+    listing = faults_sub.add_parser("list", help="fault types, their examples and the head versions")
+    add = faults_sub.add_parser("add", help="a new fault type from a few labelled examples",
+                                description="Add a fault type from labelled examples: a CSV with columns video, "
+                                            "frame, region (or box 'x0 y0 x1 y1') and label, or a labelme JSON. "
+                                            "Rows labelled 'normal' are normal examples; without any, normal "
+                                            "examples are sampled from unlabelled frames of the same videos.")
+    add.add_argument("name", help="name of the new fault type, e.g. bird_nest")
+    add.add_argument("--examples", type=Path, required=True, metavar="FILE", help="CSV or labelme JSON")
+    add.add_argument("--no-auto-normal", action="store_true",
+                     help="do not sample normal examples from unlabelled frames")
+    add.add_argument("--tta", action="store_true",
+                     help="embed each example as the mean of flipped/brightened/shifted views")
+    remove = faults_sub.add_parser("remove", help="remove a fault type (a new head version; restorable)")
+    remove.add_argument("name")
+    restore = faults_sub.add_parser("restore", help="make an earlier head version current again")
+    restore.add_argument("version", type=_positive_int)
+    for p_ in (listing, add, remove, restore):
+        p_.add_argument("--project", type=Path, required=True, metavar="DIR")
+        p_.add_argument("--bundle", type=Path, metavar="DIR", help="model bundle folder (default: the shipped one)")
+    add.add_argument("--profile", metavar="NAME|FILE",
+                     help="region profile the regions refer to (default: the one the video was scanned with)")
+    for p_ in (add, remove, restore):
+        p_.add_argument("--reclassify", action="store_true", help="then classify every scanned run again")
 
     bundle = sub.add_parser("bundle", help="inspect model bundles")
     bundle_sub = bundle.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
@@ -119,25 +148,42 @@ def _open_project(path: Path):
     return store
 
 
-def _load_head(bundle):
-    from inspector.errors import BundleError
-    from inspector.heads import Head
-
-    if bundle.head_stem is None:
-        raise BundleError(f"bundle {bundle.path}: has no base head; add fault types to the project first")
-    return Head.load(bundle.path, bundle.head_stem)
-
-
 def cmd_scan(args: argparse.Namespace) -> int:
-    from inspector.model import Backbone, load_bundle
+    from inspector.faults import active_head
+    from inspector.model import load_bundle
+
+    if not args.videos and not args.reclassify:
+        raise InspectorError("nothing to do: name the videos to scan, or pass --reclassify")
+    bundle = load_bundle(args.bundle)
+    store = _open_project(args.project)
+    try:
+        head = active_head(store, bundle)
+        if not args.videos:
+            _reclassify(store, head)
+            return cmd_report(argparse.Namespace(project=args.project, out=None)) if args.report else EXIT_OK
+        return _scan_videos(args, bundle, store, head)
+    finally:
+        store.close()
+
+
+def _reclassify(store, head) -> None:
+    from inspector.scan import reclassify
+
+    result = reclassify(store, head)
+    print(f"classified {result.crops} cached crops of {result.scans} scan(s) again with head version {head.version} "
+          f"in {result.seconds:.1f} s: {result.findings} findings", file=sys.stderr)
+    for scan_id in result.skipped:
+        print(f"inspector: warning: scan {scan_id} has no cached embeddings (scanned with --no-embeddings); "
+              "rescan it to apply new fault types", file=sys.stderr)
+
+
+def _scan_videos(args: argparse.Namespace, bundle, store, head) -> int:
+    from inspector.model import Backbone
     from inspector.regions import load_profile
     from inspector.scan import Scanner, ScanResult, scan_many
 
-    bundle = load_bundle(args.bundle)
     profile = load_profile(args.profile)
-    head = _load_head(bundle)
     backbone = Backbone(bundle, args.precision, args.threads)
-    store = _open_project(args.project)
     scanner = Scanner(store, backbone, head, profile, step=args.step, target_fps=args.fps,
                       keep_embeddings=not args.no_embeddings)
     print(f"bundle {bundle.name} ({backbone.precision}, {backbone.provider}), profile {profile.name}, "
@@ -176,8 +222,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print("inspector: interrupted; everything classified so far is stored, run the same command "
               "again to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
-    finally:
-        store.close()
+    if args.reclassify:
+        _reclassify(store, head)
     findings = sum(r.findings for r in results)
     print(f"scanned {len(results) - sum(r.status == 'partial' for r in results)} of {total} video(s) fully, "
           f"{findings} findings; report: inspector report --project {args.project}", file=sys.stderr)
@@ -205,6 +251,75 @@ def cmd_report(args: argparse.Namespace) -> int:
     for path in summary.missing_videos:
         print(f"inspector: warning: video {path} not found; its findings have no pictures", file=sys.stderr)
     print(f"report: {summary.html} ({summary.findings} findings in {summary.videos} video(s)); csv: {summary.csv}")
+    return EXIT_OK
+
+
+def _print_quality(change) -> None:
+    q = change.quality
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(q.examples.items()))
+    loo = "n/a (too few examples)" if q.loo_accuracy is None else f"{q.loo_accuracy:.0%}"
+    print(f"quality: leave-one-out accuracy {loo}; examples per class: {counts}")
+    for warning in q.warnings:
+        print(f"inspector: warning: {warning}", file=sys.stderr)
+
+
+def cmd_faults(args: argparse.Namespace) -> int:
+    from inspector.faults import FaultLibrary, active_head, read_examples
+    from inspector.model import Backbone, load_bundle
+    from inspector.regions import load_profile
+    from inspector.store import STORE_NAME
+
+    if args.faults_command != "add" and not (args.project / STORE_NAME).is_file():
+        raise InspectorError(f"project {args.project}: no project store there; scan videos into it first")
+    bundle = load_bundle(args.bundle)
+    store = _open_project(args.project)
+    try:
+        if args.faults_command == "list":
+            return _list_faults(store, bundle)
+        backbone = Backbone(bundle) if args.faults_command == "add" else None
+        library = FaultLibrary(store, bundle, backbone, tta=getattr(args, "tta", False))
+        if args.faults_command == "add":
+            examples = read_examples(args.examples)
+            profile = load_profile(args.profile) if args.profile else None
+            change = library.add(args.name, examples, profile, auto_normal=not args.no_auto_normal)
+            added = ", ".join(f"{v} {k}" for k, v in change.examples.items())
+            print(f"added {args.name} as head version {change.version} in {change.seconds:.2f} s ({added} examples)")
+            _print_quality(change)
+        elif args.faults_command == "remove":
+            change = library.remove(args.name)
+            print(f"removed {args.name}: head version {change.version}")
+        else:
+            change = library.restore(args.version)
+            print(f"restored version {args.version} as head version {change.version}")
+        if args.reclassify:
+            _reclassify(store, active_head(store, bundle))
+        elif store.scans():
+            print(f"apply it to the scanned runs: inspector scan --reclassify --project {args.project}")
+        return EXIT_OK
+    finally:
+        store.close()
+
+
+def _list_faults(store, bundle) -> int:
+    from inspector.faults import active_head
+
+    head = active_head(store, bundle)
+    types = {t.name: t for t in store.fault_types()}
+    print(f"head version {store.active_head_version() or 'bundle base head'} — classes:")
+    for name, normal, scope in zip(head.classes, head.normal, head.regions):
+        record = types.get(name)
+        origin = f"{record.examples} examples" if record else "from the bundle"
+        where = ", ".join(scope) if scope else "all regions"
+        print(f"  {'normal' if normal else 'fault '} {name:<26} {where:<22} {origin}")
+    versions = store.head_versions()
+    if versions:
+        print("versions:")
+        active = store.active_head_version()
+        for v in versions:
+            loo = v.quality.get("loo_accuracy") if v.quality else None
+            loo_text = f", leave-one-out {loo:.0%}" if loo is not None else ""
+            mark = "*" if v.version == active else " "
+            print(f" {mark}{v.version:>3}  {v.created_at}  {v.note}{loo_text}")
     return EXIT_OK
 
 
@@ -253,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
-    handlers = {"scan": cmd_scan, "report": cmd_report, "bundle": cmd_bundle_info}
+    handlers = {"scan": cmd_scan, "report": cmd_report, "faults": cmd_faults, "bundle": cmd_bundle_info}
     try:
         return handlers[args.command](args)
     except InspectorError as exc:

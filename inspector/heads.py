@@ -1,12 +1,18 @@
 """Classifier heads: plain arrays plus class names, never pickles.
 
-A head scores L2-normalised embeddings with a linear layer and a softmax. Each class says
+A head scores embeddings with a linear layer and a softmax after centring them on their region's
+centre (the mean of the support examples cut in that region) and L2-normalising them: centring
+removes what every crop of a region shares (the sky and wires of a catenary tile), so the few
+dimensions that tell a fault apart carry the decision (SimpleShot's CL2N, per region). Each class says
 whether it is a fault or a normal ("no fault") class, and which regions it applies to, so a
 track fault is never reported on the catenary. A fault is called only when its probability
-clears the head's calibrated ``threshold``; otherwise the crop counts as normal/unknown.
+clears the head's ``threshold`` and, where the head carries class prototypes, the crop is at
+least as similar to that class's prototype as the class's own examples were (``similarity_floor``,
+calibrated on the support set): a crop unlike anything labelled is "none of these", not a fault.
 """
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,6 +56,9 @@ class Head:
     logit_scale: float = 10.0
     version: int = 1
     info: dict = field(default_factory=dict)
+    prototypes: np.ndarray | None = None  # C x D, unit length: mean support feature per class
+    similarity_floor: np.ndarray | None = None  # C: lowest cosine similarity a fault call needs
+    centers: dict[str, np.ndarray] = field(default_factory=dict)  # region ("*": any) -> D
 
     def __post_init__(self) -> None:
         count = len(self.classes)
@@ -59,6 +68,10 @@ class Head:
             raise ValueError("head needs one normal flag (and region scope) per class")
         if not self.regions:
             object.__setattr__(self, "regions", tuple(() for _ in self.classes))
+        if (self.prototypes is None) != (self.similarity_floor is None) or (
+                self.prototypes is not None and (self.prototypes.shape != self.weight.shape
+                                                 or self.similarity_floor.shape != (count,))):
+            raise ValueError("prototypes (C x D) and similarity_floor (C) go together")
 
     @property
     def embedding_size(self) -> int:
@@ -72,12 +85,33 @@ class Head:
         """Mask of the classes in scope for a region."""
         return np.array([not scope or region in scope for scope in self.regions], bool)
 
-    def logits(self, embeddings: np.ndarray) -> np.ndarray:
-        return self.logit_scale * (l2_normalise(embeddings) @ self.weight.T + self.bias)
+    def center_for(self, region: str | None) -> np.ndarray | float:
+        if region in self.centers:
+            return self.centers[region]
+        if "*" in self.centers:
+            return self.centers["*"]
+        if len(self.centers) == 1:
+            return next(iter(self.centers.values()))
+        return 0.0
 
-    def predict(self, embeddings: np.ndarray) -> np.ndarray:
+    def features(self, embeddings: np.ndarray, region: str | None = None) -> np.ndarray:
+        """Embeddings as the head sees them: centred on the region's centre, unit length."""
+        return l2_normalise(embeddings - self.center_for(region))
+
+    def logits(self, embeddings: np.ndarray, region: str | None = None) -> np.ndarray:
+        return self.logit_scale * (self.features(embeddings, region) @ self.weight.T + self.bias)
+
+    def known(self, features: np.ndarray, class_index: np.ndarray) -> np.ndarray:
+        """Whether each crop is close enough to the prototype of its class to be that class."""
+        if self.prototypes is None:
+            return np.ones(len(features), bool)
+        index = np.maximum(class_index, 0)
+        similarity = np.einsum("nd,nd->n", features, self.prototypes[index])
+        return similarity >= self.similarity_floor[index]
+
+    def predict(self, embeddings: np.ndarray, region: str | None = None) -> np.ndarray:
         """Class probabilities, N x C."""
-        return softmax(self.logits(embeddings))
+        return softmax(self.logits(embeddings, region))
 
     def classify(self, embeddings: np.ndarray, region: str) -> Prediction:
         """Top class per crop of one region, among the classes in scope for that region."""
@@ -85,36 +119,61 @@ class Head:
         n = len(embeddings)
         if not mask.any():
             return Prediction(np.full(n, -1), np.zeros(n, np.float32), np.zeros(n, bool))
-        logits = self.logits(embeddings)
+        features = self.features(embeddings, region)
+        logits = self.logit_scale * (features @ self.weight.T + self.bias)
         logits[:, ~mask] = -np.inf
         probs = softmax(logits)
         top = probs.argmax(axis=1)
         score = probs[np.arange(n), top].astype(np.float32)
-        fault = ~np.asarray(self.normal, bool)[top] & (score >= self.threshold)
+        fault = ~np.asarray(self.normal, bool)[top] & (score >= self.threshold) & self.known(features, top)
         return Prediction(top, score, fault)
 
     def with_version(self, version: int) -> Head:
         return replace(self, version=version)
 
+    def to_json(self) -> str:
+        return json.dumps({"format_version": HEAD_FORMAT_VERSION, "classes": list(self.classes),
+                           "normal": list(self.normal), "regions": [list(r) for r in self.regions],
+                           "threshold": self.threshold, "logit_scale": self.logit_scale,
+                           "version": self.version, "info": self.info, "center_regions": list(self.centers)},
+                          indent=2) + "\n"
+
+    def to_npz(self) -> bytes:
+        arrays = {"weight": self.weight.astype(np.float32), "bias": self.bias.astype(np.float32)}
+        if self.prototypes is not None:
+            arrays.update(prototypes=self.prototypes.astype(np.float32),
+                          similarity_floor=self.similarity_floor.astype(np.float32))
+        if self.centers:
+            arrays["centers"] = np.stack([c.astype(np.float32) for c in self.centers.values()])
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_parts(cls, meta_json: str, npz: bytes) -> Head:
+        """Rebuild a head from ``to_json`` and ``to_npz`` output (raises ValueError if damaged)."""
+        try:
+            meta = json.loads(meta_json)
+            with np.load(io.BytesIO(npz), allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+            centers = dict(zip(meta.get("center_regions", []), arrays.get("centers", [])))
+            return cls(tuple(meta["classes"]), arrays["weight"], arrays["bias"],
+                       tuple(bool(v) for v in meta["normal"]), tuple(tuple(r) for r in meta.get("regions", [])),
+                       float(meta["threshold"]), float(meta["logit_scale"]), int(meta.get("version", 1)),
+                       dict(meta.get("info", {})), arrays.get("prototypes"), arrays.get("similarity_floor"),
+                       centers)
+        except (OSError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{type(exc).__name__}: {exc}") from None
+
     def save(self, folder: Path, stem: str = "head") -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / f"{stem}.npz", weight=self.weight.astype(np.float32),
-                 bias=self.bias.astype(np.float32))
-        meta = {"format_version": HEAD_FORMAT_VERSION, "classes": list(self.classes),
-                "normal": list(self.normal), "regions": [list(r) for r in self.regions],
-                "threshold": self.threshold, "logit_scale": self.logit_scale,
-                "version": self.version, "info": self.info}
-        (folder / f"{stem}.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        (folder / f"{stem}.npz").write_bytes(self.to_npz())
+        (folder / f"{stem}.json").write_text(self.to_json(), encoding="utf-8")
 
     @classmethod
     def load(cls, folder: Path, stem: str = "head") -> Head:
         where = folder / f"{stem}.json"
         try:
-            meta = json.loads(where.read_text(encoding="utf-8"))
-            with np.load(folder / f"{stem}.npz", allow_pickle=False) as arrays:
-                weight, bias = arrays["weight"], arrays["bias"]
-            return cls(tuple(meta["classes"]), weight, bias, tuple(bool(v) for v in meta["normal"]),
-                       tuple(tuple(r) for r in meta.get("regions", [])), float(meta["threshold"]),
-                       float(meta["logit_scale"]), int(meta.get("version", 1)), dict(meta.get("info", {})))
-        except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+            return cls.from_parts(where.read_text(encoding="utf-8"), (folder / f"{stem}.npz").read_bytes())
+        except (OSError, ValueError) as exc:
             raise BundleError(f"head {where}: cannot be read ({exc}); restore it or re-export the bundle") from None

@@ -66,6 +66,22 @@ class Bundle:
     adaptation: AdaptationParams
     head_stem: str | None
     provenance: dict[str, Any] = field(default_factory=dict)
+    base_examples: Path | None = None  # embeddings + labels of the base head's classes
+
+    def load_base_examples(self) -> tuple[np.ndarray, list[str]]:
+        """The support set the base head was fitted on, so a project head can keep its classes."""
+        if self.base_examples is None:
+            return np.zeros((0, self.embedding_size), np.float32), []
+        try:
+            with np.load(self.base_examples, allow_pickle=False) as data:
+                embeddings, labels = data["embeddings"].astype(np.float32), [str(v) for v in data["labels"]]
+        except (OSError, KeyError, ValueError) as exc:
+            raise BundleError(f"bundle {self.path}: {self.base_examples.name} cannot be read ({exc}); "
+                              "restore the bundle") from None
+        if embeddings.shape != (len(labels), self.embedding_size):
+            raise BundleError(f"bundle {self.path}: {self.base_examples.name} does not match embedding_size "
+                              f"{self.embedding_size}; re-export the bundle")
+        return embeddings, labels
 
     @property
     def digest(self) -> str:
@@ -117,9 +133,12 @@ def load_bundle(path: Path | str | None = None) -> Bundle:
     head_stem = raw.get("head")
     if head_stem is not None and not (path / f"{head_stem}.npz").is_file():
         raise BundleError(f"bundle {path}: base head {head_stem}.npz is missing; restore the bundle")
+    base_examples = path / raw["base_examples"] if raw.get("base_examples") else None
+    if base_examples is not None and not base_examples.is_file():
+        raise BundleError(f"bundle {path}: base examples {base_examples.name} are missing; restore the bundle")
     return Bundle(path, str(raw.get("name", path.name)), size, mean, std, embedding_size, files,  # type: ignore[arg-type]
                   AdaptationParams.from_json(raw.get("adaptation", {}), f"bundle {path}"),
-                  head_stem, dict(raw.get("provenance", {})))
+                  head_stem, dict(raw.get("provenance", {})), base_examples)
 
 
 def _import_onnxruntime():

@@ -20,7 +20,7 @@ from inspector.errors import BundleError, InspectorError, ProfileError, StoreErr
 from inspector.findings import group_findings
 from inspector.heads import Head
 from inspector.model import Backbone
-from inspector.regions import CropSpec, RegionProfile, crop_frame
+from inspector.regions import CropSpec, RegionProfile, crop_frame, parse_profile
 from inspector.store import DetectionRow, Store
 from inspector.video import VideoReader, step_for_rate
 
@@ -98,9 +98,12 @@ class Scanner:
                                       self.profile.source, step)
         if record.status == "done":
             reader.close()
+            message = "already scanned with this bundle, profile and step"
+            if record.classified_with != self.head.version:
+                reclassify(self.store, self.head, scan_ids=[record.id])
+                message += f"; classified again with head version {self.head.version}"
             return ScanResult(path, record.id, "skipped", 0, self.store.detection_count(record.id),
-                              len(self.store.findings(record.id)), record.decode_errors, 0.0,
-                              "already scanned with this bundle, profile and step")
+                              len(self.store.findings(record.id)), record.decode_errors, 0.0, message)
         if record.next_frame:
             log.info("%s: resuming at frame %d of %d", path, record.next_frame, info.frame_count)
         cancel = cancel or threading.Event()
@@ -157,6 +160,7 @@ class Scanner:
             status = "done"
             message = f"{errors} frames could not be decoded and were skipped" if errors else ""
             self.store.finish_scan(record.id, status, message or None)
+        self.store.set_classified_with(record.id, self.head.version)
         return ScanResult(path, record.id, status, samples, self.store.detection_count(record.id),
                           len(findings), errors, time.monotonic() - started, message)
 
@@ -211,6 +215,61 @@ class Scanner:
         rate = (frame - start) / elapsed
         eta = (total - frame) / rate if rate > 0 else None
         return ScanProgress(path, frame, total, samples, rate, eta, errors)
+
+
+@dataclass(frozen=True)
+class ReclassifyResult:
+    scans: int
+    crops: int
+    findings: int
+    seconds: float
+    skipped: tuple[int, ...]  # scans without cached embeddings (scanned with --no-embeddings)
+
+
+def reclassify(store: Store, head: Head, progress: Callable[[int, int], None] | None = None,
+               chunk: int = 65536, scan_ids: list[int] | None = None) -> ReclassifyResult:
+    """Classify every scanned crop again from its cached embedding, with ``head``: no decoding.
+
+    Each scan's detections and findings are replaced in one transaction (review decisions carry
+    over to the matching new findings)."""
+    started = time.monotonic()
+    scans = [s for s in store.scans() if scan_ids is None or s.id in scan_ids]
+    crops = findings = 0
+    skipped = []
+    for number, scan in enumerate(scans, start=1):
+        regions = {s.name: s.region for s in parse_profile(scan.profile_text).crop_specs()}
+        cursor = store.connection.execute("SELECT frame, crop, vector FROM embeddings WHERE scan_id=?", (scan.id,))
+        rows: list[DetectionRow] = []
+        seen = 0
+        while batch := cursor.fetchmany(chunk):
+            frames = np.fromiter((r[0] for r in batch), np.int64, len(batch))
+            names = [r[1] for r in batch]
+            vectors = np.frombuffer(b"".join(r[2] for r in batch), np.float16)
+            vectors = vectors.reshape(len(batch), -1).astype(np.float32)
+            if vectors.shape[1] != head.embedding_size:
+                raise StoreError(f"scan {scan.id}: cached embeddings are {vectors.shape[1]}-d but the head expects "
+                                 f"{head.embedding_size}-d; rescan with the project's bundle")
+            crop_regions = np.array([regions.get(n, n) for n in names])
+            for region in np.unique(crop_regions):
+                index = np.flatnonzero(crop_regions == region)
+                pred = head.classify(vectors[index], str(region))
+                for i, k, score, fault in zip(index, pred.class_index, pred.score, pred.is_fault):
+                    if k >= 0:
+                        rows.append(DetectionRow(int(frames[i]), names[i], str(region), head.classes[k],
+                                                 float(score), bool(fault)))
+            seen += len(batch)
+        if not seen:
+            if scan.frames_done:
+                skipped.append(scan.id)
+            continue
+        store.replace_detections(scan.id, rows, head.version)
+        grouped = group_findings([r for r in rows if r.is_fault], scan.step, scan_id=scan.id)
+        store.replace_findings(scan.id, grouped)
+        crops += seen
+        findings += len(grouped)
+        if progress:
+            progress(number, len(scans))
+    return ReclassifyResult(len(scans) - len(skipped), crops, findings, time.monotonic() - started, tuple(skipped))
 
 
 def scan_many(scanner: Scanner, videos: list[Path], progress: ProgressCallback | None = None,

@@ -7,12 +7,15 @@ primary keys make a re-written batch replace, never double, what was stored.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+import numpy as np
 
 from inspector.errors import StoreError
 from inspector.video import VideoInfo
@@ -87,6 +90,42 @@ MIGRATIONS: tuple[str, ...] = (
         reviewed_at TEXT);
     CREATE INDEX findings_by_scan ON findings(scan_id, start_frame);
     """,
+    """
+    CREATE TABLE settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    -- The fault library: the operator's fault types (and the normal class) with their examples.
+    CREATE TABLE fault_types(
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        normal INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        removed_at TEXT);
+    CREATE TABLE examples(
+        id INTEGER PRIMARY KEY,
+        fault_type_id INTEGER NOT NULL REFERENCES fault_types(id),
+        source TEXT NOT NULL,
+        video_id INTEGER REFERENCES videos(id),
+        frame INTEGER,
+        crop TEXT,
+        region TEXT NOT NULL,
+        box TEXT,
+        image TEXT NOT NULL,
+        pixels_hash TEXT NOT NULL,
+        bundle_digest TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE(fault_type_id, pixels_hash));
+    -- Every change of the library makes a new head version; older ones stay and can be restored.
+    CREATE TABLE head_versions(
+        version INTEGER PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        note TEXT NOT NULL,
+        bundle_digest TEXT NOT NULL,
+        fault_types TEXT NOT NULL,
+        quality TEXT,
+        head_json TEXT NOT NULL,
+        head_npz BLOB NOT NULL);
+    ALTER TABLE scans ADD COLUMN classified_with INTEGER;
+    """,
 )
 
 REVIEW_STATUSES = ("open", "confirmed", "rejected")
@@ -131,6 +170,7 @@ class ScanRecord:
     frames_done: int
     decode_errors: int
     message: str | None
+    classified_with: int | None = None  # head version of the stored detections
 
 
 @dataclass(frozen=True)
@@ -156,6 +196,43 @@ class FindingRecord:
     best_score: float
     frames: int
     status: str
+
+
+@dataclass(frozen=True)
+class FaultTypeRecord:
+    id: int
+    name: str
+    normal: bool
+    created_at: str
+    removed_at: str | None
+    examples: int
+    regions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExampleRow:
+    """One labelled example as the library keeps it (the crop image lies in the project folder)."""
+
+    fault_type: str
+    source: str  # "operator" or "auto-normal"
+    video_id: int | None
+    frame: int | None
+    crop: str | None
+    region: str
+    box: tuple[int, int, int, int] | None
+    image: str
+    pixels_hash: str
+    embedding: np.ndarray
+
+
+@dataclass(frozen=True)
+class HeadVersion:
+    version: int
+    created_at: str
+    note: str
+    bundle_digest: str
+    fault_types: tuple[str, ...]
+    quality: dict | None
 
 
 def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
@@ -228,11 +305,12 @@ class Store:
             raise StoreError(f"project store {self.path}: made by a newer inspector (schema {version}); "
                              "update inspector")
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self.transaction() as conn:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={number}")
+            try:  # one script, one transaction: a migration is applied whole or not at all
+                self._conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+            except sqlite3.Error:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     # videos ---------------------------------------------------------------------------------
     def add_video(self, info: VideoInfo) -> VideoRecord:
@@ -259,7 +337,7 @@ class Store:
 
     # scans ----------------------------------------------------------------------------------
     _SCAN_COLUMNS = ("id, video_id, bundle_name, precision, profile_name, profile_text, step, status, "
-                     "next_frame, frames_done, decode_errors, message")
+                     "next_frame, frames_done, decode_errors, message, classified_with")
 
     def open_scan(self, video_id: int, bundle_digest: str, bundle_name: str, precision: str,
                   profile_name: str, profile_digest: str, profile_text: str, step: int) -> ScanRecord:
@@ -306,6 +384,19 @@ class Store:
         with self.transaction() as conn:
             conn.execute("UPDATE scans SET status=?, message=?, updated_at=?, finished_at=? WHERE id=?",
                          (status, message, now(), now(), scan_id))
+
+    def replace_detections(self, scan_id: int, detections: Sequence[DetectionRow], head_version: int) -> None:
+        """All detections of a scan, as classified again by head ``head_version``."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM detections WHERE scan_id=?", (scan_id,))
+            conn.executemany(
+                "INSERT INTO detections(scan_id, frame, crop, region, class, score, is_fault) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(scan_id, d.frame, d.crop, d.region, d.class_name, d.score, int(d.is_fault)) for d in detections])
+            conn.execute("UPDATE scans SET classified_with=? WHERE id=?", (head_version, scan_id))
+
+    def set_classified_with(self, scan_id: int, head_version: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE scans SET classified_with=? WHERE id=?", (head_version, scan_id))
 
     def detections(self, scan_id: int, faults_only: bool = False) -> list[DetectionRow]:
         sql = "SELECT frame, crop, region, class, score, is_fault FROM detections WHERE scan_id=?"
@@ -356,6 +447,106 @@ class Store:
             cur = conn.execute("UPDATE findings SET status=?, reviewed_at=? WHERE id=?", (status, now(), finding_id))
             if cur.rowcount == 0:
                 raise StoreError(f"project store {self.path}: no finding {finding_id}")
+
+    # fault library --------------------------------------------------------------------------
+    def fault_types(self, include_removed: bool = False) -> list[FaultTypeRecord]:
+        rows = self._conn.execute(
+            "SELECT f.id, f.name, f.normal, f.created_at, f.removed_at, COUNT(e.id), "
+            "GROUP_CONCAT(DISTINCT e.region) FROM fault_types f LEFT JOIN examples e ON e.fault_type_id=f.id "
+            + ("" if include_removed else "WHERE f.removed_at IS NULL ") + "GROUP BY f.id ORDER BY f.id").fetchall()
+        return [FaultTypeRecord(i, n, bool(k), c, r, count, tuple(sorted((regions or "").split(",")) if regions else ()))
+                for i, n, k, c, r, count, regions in rows]
+
+    def examples(self, fault_types: list[str] | None = None) -> list[ExampleRow]:
+        """Examples of the active fault types (or of the named ones, removed or not)."""
+        sql = ("SELECT f.name, e.source, e.video_id, e.frame, e.crop, e.region, e.box, e.image, e.pixels_hash, "
+               "e.embedding FROM examples e JOIN fault_types f ON f.id=e.fault_type_id ")
+        if fault_types is None:
+            rows = self._conn.execute(sql + "WHERE f.removed_at IS NULL ORDER BY e.id").fetchall()
+        else:
+            marks = ",".join("?" * len(fault_types))
+            rows = self._conn.execute(sql + f"WHERE f.name IN ({marks}) ORDER BY e.id", fault_types).fetchall()
+        return [ExampleRow(n, src, v, fr, c, r, tuple(json.loads(b)) if b else None, img, h,
+                           np.frombuffer(emb, np.float32).copy())
+                for n, src, v, fr, c, r, b, img, h, emb in rows]
+
+    def cached_embeddings(self, video_id: int, bundle_digest: str,
+                          wanted: Sequence[tuple[int, str]]) -> dict[tuple[int, str], np.ndarray]:
+        """Embeddings of (frame, crop) pairs cached by scans of this video with this bundle."""
+        found: dict[tuple[int, str], np.ndarray] = {}
+        scan_ids = [r[0] for r in self._conn.execute(
+            "SELECT id FROM scans WHERE video_id=? AND bundle_digest=?", (video_id, bundle_digest))]
+        for scan_id in scan_ids:
+            for frame, crop in wanted:
+                if (frame, crop) in found:
+                    continue
+                row = self._conn.execute("SELECT vector FROM embeddings WHERE scan_id=? AND frame=? AND crop=?",
+                                         (scan_id, frame, crop)).fetchone()
+                if row is not None:
+                    found[(frame, crop)] = np.frombuffer(row[0], np.float16).astype(np.float32)
+        return found
+
+    def scanned_frames(self, video_id: int, bundle_digest: str) -> list[int]:
+        """Frames of a video whose crops a scan with this bundle has cached."""
+        return [r[0] for r in self._conn.execute(
+            "SELECT DISTINCT e.frame FROM embeddings e JOIN scans s ON s.id=e.scan_id "
+            "WHERE s.video_id=? AND s.bundle_digest=? ORDER BY e.frame", (video_id, bundle_digest))]
+
+    def all_examples(self) -> list[ExampleRow]:
+        """Every stored example, of active and removed fault types alike."""
+        names = [t.name for t in self.fault_types(include_removed=True)]
+        return self.examples(names) if names else []
+
+    def save_library_change(self, note: str, bundle_digest: str, head_json: str, head_npz: bytes,
+                            fault_types: list[str], quality: dict | None,
+                            new_types: list[tuple[str, bool]] = (), new_examples: list[ExampleRow] = (),
+                            remove: list[str] = (), reactivate: list[str] = ()) -> int:
+        """One library change (types added, removed or brought back, examples added) and the head
+        it produced, as a new active head version, all in one transaction."""
+        stamp = now()
+        with self.transaction() as conn:
+            for name, normal in new_types:
+                conn.execute("INSERT INTO fault_types(name, normal, created_at) VALUES (?, ?, ?) "
+                             "ON CONFLICT(name) DO UPDATE SET removed_at=NULL", (name, int(normal), stamp))
+            for name in remove:
+                conn.execute("UPDATE fault_types SET removed_at=? WHERE name=?", (stamp, name))
+            for name in reactivate:
+                conn.execute("UPDATE fault_types SET removed_at=NULL WHERE name=?", (name,))
+            for ex in new_examples:
+                conn.execute(
+                    "INSERT INTO examples(fault_type_id, source, video_id, frame, crop, region, box, image, "
+                    "pixels_hash, bundle_digest, embedding, created_at) "
+                    "VALUES ((SELECT id FROM fault_types WHERE name=?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (ex.fault_type, ex.source, ex.video_id, ex.frame, ex.crop, ex.region,
+                     json.dumps(list(ex.box)) if ex.box else None, ex.image, ex.pixels_hash, bundle_digest,
+                     ex.embedding.astype(np.float32).tobytes(), stamp))
+            version = (conn.execute("SELECT MAX(version) FROM head_versions").fetchone()[0] or 0) + 1
+            conn.execute("INSERT INTO head_versions(version, created_at, note, bundle_digest, fault_types, quality, "
+                         "head_json, head_npz) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (version, stamp, note, bundle_digest, json.dumps(fault_types),
+                          json.dumps(quality) if quality is not None else None, head_json, head_npz))
+            conn.execute("INSERT INTO settings(key, value) VALUES ('active_head', ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(version),))
+        return version
+
+    def head_versions(self) -> list[HeadVersion]:
+        rows = self._conn.execute("SELECT version, created_at, note, bundle_digest, fault_types, quality "
+                                  "FROM head_versions ORDER BY version").fetchall()
+        return [HeadVersion(v, c, n, d, tuple(json.loads(f)), json.loads(q) if q else None)
+                for v, c, n, d, f, q in rows]
+
+    def active_head_version(self) -> int | None:
+        row = self._conn.execute("SELECT value FROM settings WHERE key='active_head'").fetchone()
+        return int(row[0]) if row else None
+
+    def head_parts(self, version: int) -> tuple[str, bytes, str]:
+        """``(head_json, head_npz, bundle_digest)`` of a stored head version."""
+        row = self._conn.execute("SELECT head_json, head_npz, bundle_digest FROM head_versions WHERE version=?",
+                                 (version,)).fetchone()
+        if row is None:
+            known = ", ".join(str(h.version) for h in self.head_versions()) or "none"
+            raise StoreError(f"project store {self.path}: no head version {version} (versions: {known})")
+        return row[0], bytes(row[1]), row[2]
 
     # positions ------------------------------------------------------------------------------
     def position_at(self, video_id: int, t: float) -> dict | None:

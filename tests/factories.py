@@ -79,10 +79,12 @@ def make_bundle(folder: Path, size: int = TINY_SIZE, with_head: bool = True) -> 
         backbone = Backbone(bundle, "fp32", threads=1)
         crops = np.concatenate([solid_crops(GREY, 20, size), solid_crops(RED, 20, size, seed=1)])
         labels = ["ok"] * 20 + ["red_fault"] * 20
-        head = fit_head(backbone.embed(crops), labels, ["ok", "red_fault"], [True, False], bundle.adaptation,
+        support = backbone.embed(crops)
+        head = fit_head(support, labels, ["ok", "red_fault"], [True, False], bundle.adaptation,
                         regions=[("track",), ("track",)], steps=200, step_size=1.0)
         head.save(folder, "head")
-        meta["head"] = "head"
+        np.savez(folder / "base_examples.npz", embeddings=support.astype(np.float16), labels=np.array(labels))
+        meta.update(head="head", base_examples="base_examples.npz")
         (folder / "bundle.json").write_text(json.dumps(meta))
     return folder
 

@@ -1,0 +1,429 @@
+"""The project's fault library: fault types made from a handful of labelled examples.
+
+An example is a crop: a region (or tile) of a video frame, a box drawn on a frame, or a box on a
+picture (labelme). Its pixels are saved under ``PROJECT/examples/`` and its embedding in the
+store. Each change (a type added, removed, an old version restored) refits one head over every
+class, the bundle's base classes included, and stores it as a new head version; the change and
+its head are written in one transaction, so a failed addition leaves the library as it was.
+
+Examples file, CSV (paths relative to the file; ``region`` a crop of the profile such as
+``track`` or ``catenary[2]``, or ``box`` as ``x0 y0 x1 y1`` pixels)::
+
+    video,frame,region,label
+    run1.mp4,120,catenary[2],bird_nest
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from inspector.adapt import AdaptationError, ClassSpec, Quality, adapt, embed_support
+from inspector.errors import InspectorError, StoreError
+from inspector.heads import Head
+from inspector.model import Backbone, Bundle
+from inspector.regions import CropSpec, RegionProfile, parse_profile
+from inspector.store import ExampleRow, Store
+from inspector.video import VideoReader
+
+log = logging.getLogger(__name__)
+
+NORMAL = "normal"
+AUTO_NORMAL_FRAMES = 12  # frames per video sampled for normal examples when none are given
+AUTO_NORMAL_MARGIN_S = 2.0  # keep sampled normal frames this far from any labelled frame
+ANY_REGION = "*"  # examples drawn as boxes or on pictures: the fault type applies to every region
+
+
+class FaultLibraryError(InspectorError):
+    """An examples file or a library change that cannot be carried out."""
+
+
+@dataclass(frozen=True)
+class LabelledExample:
+    row: int  # line in the examples file, for error messages
+    label: str
+    video: Path | None = None
+    frame: int | None = None
+    crop: str | None = None
+    box: tuple[int, int, int, int] | None = None
+    image: Path | None = None
+
+
+@dataclass(frozen=True)
+class LibraryChange:
+    version: int
+    head: Head
+    quality: Quality
+    examples: dict[str, int]
+    seconds: float
+
+
+def _parse_box(text: str, where: str) -> tuple[int, int, int, int]:
+    try:
+        x0, y0, x1, y1 = (int(round(float(v))) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise FaultLibraryError(f"{where}: box must be 'x0 y0 x1 y1' in pixels, got {text!r}") from None
+    if x1 <= x0 or y1 <= y0 or x0 < 0 or y0 < 0:
+        raise FaultLibraryError(f"{where}: box {text!r} is empty or negative")
+    return x0, y0, x1, y1
+
+
+def read_examples(path: Path) -> list[LabelledExample]:
+    """Examples from a CSV (video, frame, region or box, label) or a labelme JSON file."""
+    if not path.is_file():
+        raise FaultLibraryError(f"examples file {path}: not found; give a CSV or labelme JSON file")
+    if path.suffix.lower() == ".json":
+        return _read_labelme(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise FaultLibraryError(f"examples file {path}: cannot be read as CSV ({exc})") from None
+    if not rows:
+        raise FaultLibraryError(f"examples file {path}: no examples in it; add rows video,frame,region,label")
+    columns = set(rows[0])
+    if not {"video", "frame", "label"} <= columns or not columns & {"region", "box"}:
+        raise FaultLibraryError(f"examples file {path}: needs columns video, frame, region (or box) and label; "
+                                f"it has {', '.join(sorted(c for c in columns if c))}")
+    examples = []
+    for number, row in enumerate(rows, start=2):
+        where = f"{path.name} line {number}"
+        label = (row.get("label") or "").strip()
+        if not label:
+            raise FaultLibraryError(f"{where}: the label is empty")
+        try:
+            frame = int(row["frame"])
+        except (TypeError, ValueError):
+            raise FaultLibraryError(f"{where}: frame must be a whole number, got {row['frame']!r}") from None
+        video = Path((row.get("video") or "").strip())
+        if not str(video) or str(video) == ".":
+            raise FaultLibraryError(f"{where}: the video is empty")
+        if not video.is_absolute():
+            video = path.parent / video
+        region = (row.get("region") or "").strip() or None
+        box = _parse_box(row["box"], where) if (row.get("box") or "").strip() else None
+        if region is None and box is None:
+            raise FaultLibraryError(f"{where}: give a region or a box")
+        examples.append(LabelledExample(number, label, video, frame, region, box))
+    return examples
+
+
+def _read_labelme(path: Path) -> list[LabelledExample]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        image = path.parent / data["imagePath"]
+        shapes = data["shapes"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise FaultLibraryError(f"labelme file {path}: cannot be read ({exc})") from None
+    examples = []
+    for number, shape in enumerate(shapes, start=1):
+        points = np.asarray(shape.get("points", []), float)
+        if points.ndim != 2 or len(points) < 2 or not shape.get("label"):
+            raise FaultLibraryError(f"labelme file {path}: shape {number} needs a label and at least two points")
+        x0, y0 = points.min(axis=0)
+        x1, y1 = points.max(axis=0)
+        box = _parse_box(f"{x0} {y0} {x1} {y1}", f"labelme file {path} shape {number}")
+        examples.append(LabelledExample(number, str(shape["label"]).strip(), box=box, image=image))
+    if not examples:
+        raise FaultLibraryError(f"labelme file {path}: no shapes in it; draw boxes around the examples")
+    return examples
+
+
+def crop_box(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """A pixel box of a BGR image (clamped to it) as an RGB ``size`` x ``size`` crop."""
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = box
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise ValueError(f"box {box} lies outside the {width}x{height} picture")
+    patch = image[y0:y1, x0:x1]
+    interpolation = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.cvtColor(cv2.resize(patch, (size, size), interpolation=interpolation), cv2.COLOR_BGR2RGB)
+
+
+class FaultLibrary:
+    """Adds, removes and restores fault types of one project, for one bundle."""
+
+    def __init__(self, store: Store, bundle: Bundle, backbone: Backbone, tta: bool = False) -> None:
+        self.store = store
+        self.bundle = bundle
+        self.backbone = backbone
+        self.tta = tta
+        self.project = store.path.parent
+        self._digest = bundle.digest
+
+    # the head in force ----------------------------------------------------------------------
+    def active_head(self) -> Head:
+        """The project's current head, or the bundle's base head for a project without one."""
+        return active_head(self.store, self.bundle)
+
+    # changes --------------------------------------------------------------------------------
+    def add(self, name: str, examples: list[LabelledExample], profile: RegionProfile | None = None,
+            auto_normal: bool = True) -> LibraryChange:
+        """A new fault type from labelled examples (rows labelled ``normal`` are normal examples)."""
+        started = time.perf_counter()
+        name = name.strip()
+        if not name or name.lower() == NORMAL:
+            raise FaultLibraryError(f"{name!r} cannot name a fault type; choose a name such as bird_nest")
+        if not examples:
+            raise FaultLibraryError("no examples given; label at least one example of the new fault type")
+        known = {t.name: t for t in self.store.fault_types(include_removed=True)}
+        if name in known and known[name].removed_at:
+            raise FaultLibraryError(f"a fault type named {name} was removed earlier; restore a version that has it "
+                                    "('inspector faults restore VERSION') or choose another name")
+        if name in known or name in self._base_classes():
+            raise FaultLibraryError(f"a fault type named {name} already exists; choose another name "
+                                    f"or remove it first ('inspector faults remove {name}')")
+        labels = {e.label for e in examples}
+        wrong = labels - {name, NORMAL}
+        if wrong:
+            raise FaultLibraryError(f"examples are labelled {', '.join(sorted(wrong))}; when adding {name} "
+                                    f"label rows {name} or {NORMAL}")
+        if name not in labels:
+            raise FaultLibraryError(f"none of the examples is labelled {name}; label at least one")
+        rows = self._example_rows(examples, profile)
+        if auto_normal and NORMAL not in labels:
+            rows += self._sample_normal(examples, rows, profile)
+        active = [t.name for t in self.store.fault_types()]
+        new_types = [(name, False)]
+        if any(r.fault_type == NORMAL for r in rows) and NORMAL not in active:
+            new_types.append((NORMAL, True))
+        fault_types = active + [n for n, _ in new_types if n not in active]
+        head, quality = self._fit(self.store.examples() + rows, judged_types={name})
+        version = self._save(f"added {name} ({sum(r.fault_type == name for r in rows)} examples)", head, quality,
+                             fault_types, new_types=new_types, new_examples=rows)
+        return LibraryChange(version, head.with_version(version), quality,
+                             {t: sum(r.fault_type == t for r in rows) for t in sorted({r.fault_type for r in rows})},
+                             time.perf_counter() - started)
+
+    def remove(self, name: str) -> LibraryChange:
+        started = time.perf_counter()
+        active = [t.name for t in self.store.fault_types()]
+        if name not in active:
+            if name in self._base_classes():
+                raise FaultLibraryError(f"{name} comes with the model bundle and cannot be removed")
+            raise FaultLibraryError(f"no fault type named {name}; 'inspector faults list' shows them")
+        if name == NORMAL and len(active) > 1:
+            raise FaultLibraryError("the normal class is needed while operator fault types exist; remove those first")
+        remaining = [t for t in active if t != name]
+        head, quality = self._fit([e for e in self.store.examples() if e.fault_type != name], judged_types=set())
+        version = self._save(f"removed {name}", head, quality, remaining, remove=[name])
+        return LibraryChange(version, head.with_version(version), quality, {}, time.perf_counter() - started)
+
+    def restore(self, version: int) -> LibraryChange:
+        """Make an earlier head version current again (as a new version, so nothing is lost)."""
+        started = time.perf_counter()
+        head_json, head_npz, digest = self.store.head_parts(version)
+        if digest != self._digest:
+            raise FaultLibraryError(f"head version {version} was made with another model bundle; "
+                                    "restore it with that bundle (--bundle)")
+        target = next(h for h in self.store.head_versions() if h.version == version)
+        active = {t.name for t in self.store.fault_types()}
+        wanted = set(target.fault_types)
+        head = Head.from_parts(head_json, head_npz)
+        quality = Quality(**target.quality) if target.quality else Quality(None, {}, ())
+        new = self._save(f"restored version {version}", head, quality, sorted(wanted),
+                         remove=sorted(active - wanted), reactivate=sorted(wanted - active))
+        return LibraryChange(new, head.with_version(new), quality, {}, time.perf_counter() - started)
+
+    # helpers ----------------------------------------------------------------------------------
+    def _base_classes(self) -> list[str]:
+        if self.bundle.head_stem is None:
+            return []
+        return list(Head.load(self.bundle.path, self.bundle.head_stem).classes)
+
+    def _fit(self, rows: list[ExampleRow], judged_types: set[str]) -> tuple[Head, Quality]:
+        base_embeddings, base_labels = self.bundle.load_base_examples()
+        specs: list[ClassSpec] = []
+        if self.bundle.head_stem is not None:
+            base = Head.load(self.bundle.path, self.bundle.head_stem)
+            missing = set(base.classes) - set(base_labels)
+            if missing:
+                raise FaultLibraryError(f"bundle {self.bundle.path}: has no base examples for "
+                                        f"{', '.join(sorted(missing))}, so its classes cannot be kept; re-export it")
+            specs = [ClassSpec(c, n, r) for c, n, r in zip(base.classes, base.normal, base.regions)]
+        regions: dict[str, set[str]] = defaultdict(set)
+        for row in rows:
+            regions[row.fault_type].add(row.region)
+        normal_types = {t.name for t in self.store.fault_types(include_removed=True) if t.normal} | {NORMAL}
+        specs += [ClassSpec(name, name in normal_types,
+                            () if ANY_REGION in regions[name] else tuple(sorted(regions[name])))
+                  for name in regions]
+        embeddings = np.concatenate([base_embeddings] + [r.embedding[None] for r in rows]) if rows else base_embeddings
+        labels = base_labels + [r.fault_type for r in rows]
+        scopes = {spec.name: spec.regions for spec in specs}
+        where = [scopes[label][0] if scopes[label] else "*" for label in base_labels] + [r.region for r in rows]
+        judged = np.array([False] * len(base_labels) + [r.fault_type in judged_types or
+                                                         (r.fault_type == NORMAL and r.source == "operator")
+                                                         for r in rows])
+        try:
+            head, quality = adapt(embeddings, labels, specs, self.bundle.adaptation, where, judged=judged,
+                                  info={"bundle_digest": self._digest})
+        except AdaptationError as exc:
+            raise FaultLibraryError(str(exc)) from None
+        return head, quality
+
+    def _save(self, note: str, head: Head, quality: Quality, fault_types: list[str], **change) -> int:
+        quality_json = {"loo_accuracy": quality.loo_accuracy, "examples": quality.examples,
+                        "warnings": list(quality.warnings)}
+        images = [self.project / r.image for r in change.get("new_examples", [])]
+        try:
+            return self.store.save_library_change(note, self._digest, head.to_json(), head.to_npz(),
+                                                  fault_types, quality_json, **change)
+        except StoreError:
+            for image in images:  # nothing of a failed change stays behind
+                image.unlink(missing_ok=True)
+            raise
+
+    def _profile_for(self, video_id: int, given: RegionProfile | None) -> RegionProfile:
+        if given is not None:
+            return given
+        for scan in reversed(self.store.scans()):
+            if scan.video_id == video_id:
+                return parse_profile(scan.profile_text, f"profile of scan {scan.id}")
+        from inspector.regions import load_profile
+
+        return load_profile(None)
+
+    def _example_rows(self, examples: list[LabelledExample], profile: RegionProfile | None,
+                      source: str = "operator") -> list[ExampleRow]:
+        """Cut, check, save and embed every example; any problem stops all before anything is kept."""
+        size = self.bundle.input_size
+        crops, meta = [], []
+        readers: dict[Path, VideoReader] = {}
+        try:
+            for ex in examples:
+                where = f"example {ex.row} ({ex.label})"
+                if ex.image is not None:
+                    image = cv2.imread(str(ex.image), cv2.IMREAD_COLOR)
+                    if image is None:
+                        raise FaultLibraryError(f"{where}: picture {ex.image} cannot be read")
+                    try:
+                        crop = crop_box(image, ex.box, size)
+                    except ValueError as exc:
+                        raise FaultLibraryError(f"{where}: {exc}") from None
+                    crops.append(crop)
+                    meta.append((ex, None, None, ANY_REGION))
+                    continue
+                if ex.video not in readers:
+                    readers[ex.video] = VideoReader(ex.video)
+                reader = readers[ex.video]
+                if not 0 <= ex.frame < reader.info.frame_count:
+                    raise FaultLibraryError(f"{where}: frame {ex.frame} is outside {ex.video.name} "
+                                            f"(frames 0..{reader.info.frame_count - 1})")
+                video = self.store.add_video(reader.info)
+                frame = reader.read_frame(ex.frame).image
+                if ex.box is not None:
+                    try:
+                        crop = crop_box(frame, ex.box, size)
+                    except ValueError as exc:
+                        raise FaultLibraryError(f"{where}: {exc}") from None
+                    crops.append(crop)
+                    meta.append((ex, video.id, None, ANY_REGION))
+                    continue
+                specs = {s.name: s for s in self._profile_for(video.id, profile).crop_specs()}
+                spec = specs.get(ex.crop)
+                if spec is None:
+                    raise FaultLibraryError(f"{where}: no region {ex.crop!r} in the profile "
+                                            f"(it has {', '.join(specs)})")
+                crops.append(crop_box(frame, spec.pixel_box(frame.shape[1], frame.shape[0]), size))
+                meta.append((ex, video.id, spec.name, spec.region))
+        except InspectorError as exc:
+            if isinstance(exc, FaultLibraryError):
+                raise
+            raise FaultLibraryError(f"examples: {exc}") from None
+        finally:
+            for reader in readers.values():
+                reader.close()
+        hashes = [hashlib.sha256(c.tobytes()).hexdigest()[:24] for c in crops]
+        stored = {(e.fault_type, e.pixels_hash) for e in self.store.all_examples()}
+        first: dict[tuple[str, str], int] = {}
+        keep = []
+        for i, ((ex, *_), digest) in enumerate(zip(meta, hashes)):
+            key = (ex.label, digest)
+            duplicate = key in first or key in stored
+            if duplicate and source == "operator":
+                if key in stored:
+                    raise FaultLibraryError(f"example {ex.row} is already in the library as {ex.label}")
+                raise FaultLibraryError(f"examples {first[key]} and {ex.row} are the same crop; remove the duplicate")
+            if not duplicate:  # sampled normal crops that repeat stored ones are simply not added again
+                keep.append(i)
+            first.setdefault(key, ex.row)
+        crops, meta, hashes = [crops[i] for i in keep], [meta[i] for i in keep], [hashes[i] for i in keep]
+        if not crops:
+            return []
+        embeddings = embed_support(self.backbone, np.stack(crops), self.tta)
+        folder = self.project / "examples"
+        rows = []
+        for (ex, video_id, crop_name, region), crop, digest, embedding in zip(meta, crops, hashes, embeddings):
+            relative = Path("examples") / ex.label / f"{digest}.png"
+            (folder / ex.label).mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(self.project / relative), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
+                raise FaultLibraryError(f"cannot save example crops under {folder}; check the project folder")
+            rows.append(ExampleRow(ex.label, source, video_id, ex.frame, crop_name, region, ex.box,
+                                   str(relative), digest, embedding))
+        return rows
+
+    def _sample_normal(self, examples: list[LabelledExample], rows: list[ExampleRow],
+                       profile: RegionProfile | None) -> list[ExampleRow]:
+        """Normal examples from frames of the same videos that carry no label: the same regions,
+        frames spread over the video and away from every labelled frame. Taken from the scan's
+        cached embeddings where the video was scanned with this bundle (no decoding), else cut."""
+        by_video: dict[Path, list[LabelledExample]] = defaultdict(list)
+        for ex in examples:
+            if ex.video is not None:
+                by_video[ex.video].append(ex)
+        regions = {r.region for r in rows if r.crop}
+        sampled: list[ExampleRow] = []
+        to_cut: list[LabelledExample] = []
+        for video, labelled in by_video.items():
+            with VideoReader(video) as reader:
+                info = reader.info
+            video_id = self.store.add_video(info).id
+            specs: list[CropSpec] = [s for s in self._profile_for(video_id, profile).crop_specs() if s.region in regions]
+            margin = round(AUTO_NORMAL_MARGIN_S * info.fps)
+            busy = [e.frame for e in labelled]
+            candidates = self.store.scanned_frames(video_id, self._digest) or range(info.frame_count)
+            free = [f for f in candidates if all(abs(f - b) > margin for b in busy)]
+            if not free or not specs:
+                continue
+            picks = [(free[i], specs[k % len(specs)]) for k, i in
+                     enumerate(np.linspace(0, len(free) - 1, min(AUTO_NORMAL_FRAMES, len(free))).astype(int))]
+            cached = self.store.cached_embeddings(video_id, self._digest, [(f, s.name) for f, s in picks])
+            for frame, spec in picks:
+                embedding = cached.get((frame, spec.name))
+                if embedding is None:
+                    to_cut.append(LabelledExample(-len(to_cut) - 1, NORMAL, video, frame, spec.name))
+                    continue
+                reference = f"{video_id}:{frame}:{spec.name}"
+                sampled.append(ExampleRow(NORMAL, "auto-normal", video_id, frame, spec.name, spec.region, None,
+                                          "", hashlib.sha256(reference.encode()).hexdigest()[:24], embedding))
+        stored = {(e.fault_type, e.pixels_hash) for e in self.store.all_examples()}
+        sampled = [r for r in sampled if (r.fault_type, r.pixels_hash) not in stored]
+        if to_cut:
+            sampled += self._example_rows(to_cut, profile, source="auto-normal")
+        log.info("sampled %d normal examples from unlabelled frames", len(sampled))
+        return sampled
+
+
+def active_head(store: Store, bundle: Bundle) -> Head:
+    """The project's active head for this bundle; the bundle's base head if it has none yet."""
+    version = store.active_head_version()
+    if version is None:
+        if bundle.head_stem is None:
+            raise FaultLibraryError(f"bundle {bundle.path}: has no base head and the project no fault types; "
+                                    "add one with 'inspector faults add'")
+        return Head.load(bundle.path, bundle.head_stem)
+    head_json, head_npz, digest = store.head_parts(version)
+    if digest != bundle.digest:
+        raise FaultLibraryError(f"the project's fault types (head version {version}) were made with another model "
+                                "bundle; scan with that bundle (--bundle), or start a new project for this one")
+    return Head.from_parts(head_json, head_npz).with_version(version)
