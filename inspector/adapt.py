@@ -180,6 +180,12 @@ def adapt(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[Class
     scope = scope_mask(classes, where)
     if not scope[np.arange(len(x)), targets].all():
         raise AdaptationError("an example lies in a region its class does not apply to")
+    present = np.bincount(targets, minlength=len(classes)) > 0
+    for region in sorted(set(where)):
+        rivals = [classes[k].name for k in np.flatnonzero(scope[where.index(region)] & present)]
+        if len(rivals) < 2:
+            raise AdaptationError(f"in region {region} only {rivals[0]} has examples, so everything there would be "
+                                  f"{rivals[0]}; add normal examples of that region")
     weight, bias = inner_loop(x, targets, len(classes), params, steps, step_size, scope)
     prototypes, floors = _prototypes(x.astype(np.float32), targets, classes)
     head = Head(tuple(c.name for c in classes), weight, bias, tuple(c.normal for c in classes),

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from inspector.adapt import AdaptationError, ClassSpec, Quality, adapt, embed_support
-from inspector.errors import InspectorError, StoreError
+from inspector.errors import InspectorError
 from inspector.heads import Head
 from inspector.model import Backbone, Bundle
 from inspector.regions import CropSpec, RegionProfile, parse_profile
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 NORMAL = "normal"
 AUTO_NORMAL_FRAMES = 12  # frames per video sampled for normal examples when none are given
 AUTO_NORMAL_MARGIN_S = 2.0  # keep sampled normal frames this far from any labelled frame
+BASE_HEAD_VERSION = 0  # the bundle's own head, before the project has fault types of its own
 ANY_REGION = "*"  # examples drawn as boxes or on pictures: the fault type applies to every region
 
 
@@ -159,6 +160,7 @@ class FaultLibrary:
         self.tta = tta
         self.project = store.path.parent
         self._digest = bundle.digest
+        self._pending_images: dict[str, np.ndarray] = {}  # crops written only with the change itself
 
     # the head in force ----------------------------------------------------------------------
     def active_head(self) -> Head:
@@ -170,6 +172,7 @@ class FaultLibrary:
             auto_normal: bool = True) -> LibraryChange:
         """A new fault type from labelled examples (rows labelled ``normal`` are normal examples)."""
         started = time.perf_counter()
+        self._pending_images.clear()
         name = name.strip()
         if not name or name.lower() == NORMAL:
             raise FaultLibraryError(f"{name!r} cannot name a fault type; choose a name such as bird_nest")
@@ -254,6 +257,14 @@ class FaultLibrary:
         for row in rows:
             regions[row.fault_type].add(row.region)
         normal_types = {t.name for t in self.store.fault_types(include_removed=True) if t.normal} | {NORMAL}
+        # A normal class with no fault type left in its regions (its last one was removed) has
+        # nothing to be told apart from: it sits out of the head; its examples stay in the library.
+        for name in [n for n in regions if n in normal_types]:
+            rivals = [s.name for s in specs if not s.regions or set(s.regions) & regions[name]]
+            rivals += [n for n in regions if n != name and (ANY_REGION in regions[n] or regions[n] & regions[name])]
+            if not rivals:
+                del regions[name]
+                rows = [r for r in rows if r.fault_type != name]
         specs += [ClassSpec(name, name in normal_types,
                             () if ANY_REGION in regions[name] else tuple(sorted(regions[name])))
                   for name in regions]
@@ -272,16 +283,26 @@ class FaultLibrary:
         return head, quality
 
     def _save(self, note: str, head: Head, quality: Quality, fault_types: list[str], **change) -> int:
+        """Write the new examples' crops, then the change and its head in one transaction; if
+        anything fails, remove the crops again: a failed change leaves nothing behind."""
         quality_json = {"loo_accuracy": quality.loo_accuracy, "examples": quality.examples,
                         "warnings": list(quality.warnings)}
-        images = [self.project / r.image for r in change.get("new_examples", [])]
+        written: list[Path] = []
         try:
+            for relative, crop in self._pending_images.items():
+                path = self.project / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if not cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
+                    raise FaultLibraryError(f"cannot save example crops under {path.parent}; check the project folder")
+                written.append(path)
             return self.store.save_library_change(note, self._digest, head.to_json(), head.to_npz(),
                                                   fault_types, quality_json, **change)
-        except StoreError:
-            for image in images:  # nothing of a failed change stays behind
-                image.unlink(missing_ok=True)
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
             raise
+        finally:
+            self._pending_images.clear()
 
     def _profile_for(self, video_id: int, given: RegionProfile | None) -> RegionProfile:
         if given is not None:
@@ -343,31 +364,30 @@ class FaultLibrary:
         finally:
             for reader in readers.values():
                 reader.close()
-        hashes = [hashlib.sha256(c.tobytes()).hexdigest()[:24] for c in crops]
+        # An example is its source (video, frame, region or box; or picture and box) and its pixels:
+        # listing one twice is a duplicate; a static scene giving equal pixels on two frames is not.
+        hashes = [hashlib.sha256(f"{vid}|{ex.image}|{ex.frame}|{ex.crop}|{ex.box}|".encode() + c.tobytes())
+                  .hexdigest()[:24] for (ex, vid, *_), c in zip(meta, crops)]
         stored = {(e.fault_type, e.pixels_hash) for e in self.store.all_examples()}
         first: dict[tuple[str, str], int] = {}
         keep = []
         for i, ((ex, *_), digest) in enumerate(zip(meta, hashes)):
             key = (ex.label, digest)
-            duplicate = key in first or key in stored
-            if duplicate and source == "operator":
-                if key in stored:
-                    raise FaultLibraryError(f"example {ex.row} is already in the library as {ex.label}")
+            if key in first and source == "operator":
                 raise FaultLibraryError(f"examples {first[key]} and {ex.row} are the same crop; remove the duplicate")
-            if not duplicate:  # sampled normal crops that repeat stored ones are simply not added again
+            if key in stored and source == "operator" and ex.label != NORMAL:
+                raise FaultLibraryError(f"example {ex.row} is already in the library as {ex.label}")
+            if key not in first and key not in stored:  # normal examples already kept are reused as they are
                 keep.append(i)
             first.setdefault(key, ex.row)
         crops, meta, hashes = [crops[i] for i in keep], [meta[i] for i in keep], [hashes[i] for i in keep]
         if not crops:
             return []
         embeddings = embed_support(self.backbone, np.stack(crops), self.tta)
-        folder = self.project / "examples"
         rows = []
         for (ex, video_id, crop_name, region), crop, digest, embedding in zip(meta, crops, hashes, embeddings):
             relative = Path("examples") / ex.label / f"{digest}.png"
-            (folder / ex.label).mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(self.project / relative), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
-                raise FaultLibraryError(f"cannot save example crops under {folder}; check the project folder")
+            self._pending_images[str(relative)] = crop
             rows.append(ExampleRow(ex.label, source, video_id, ex.frame, crop_name, region, ex.box,
                                    str(relative), digest, embedding))
         return rows
@@ -421,7 +441,7 @@ def active_head(store: Store, bundle: Bundle) -> Head:
         if bundle.head_stem is None:
             raise FaultLibraryError(f"bundle {bundle.path}: has no base head and the project no fault types; "
                                     "add one with 'inspector faults add'")
-        return Head.load(bundle.path, bundle.head_stem)
+        return Head.load(bundle.path, bundle.head_stem).with_version(BASE_HEAD_VERSION)
     head_json, head_npz, digest = store.head_parts(version)
     if digest != bundle.digest:
         raise FaultLibraryError(f"the project's fault types (head version {version}) were made with another model "

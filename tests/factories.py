@@ -89,10 +89,16 @@ def make_bundle(folder: Path, size: int = TINY_SIZE, with_head: bool = True) -> 
     return folder
 
 
+BLUE = (200, 60, 30)  # BGR: the "new fault" of the few-shot tests, drawn in the right catenary tile
+
+
 def make_video(path: Path, frames: int, fault_frames: set[int] = frozenset(), size: tuple[int, int] = (160, 120),
-               fps: float = 10.0, fourcc: str = "mp4v") -> Path:
-    """Grey frames; a red patch fills the track region on ``fault_frames``; each frame's index is
-    written into two grey-level blocks (index % 16, index // 16) so seeks can be checked."""
+               fps: float = 10.0, fourcc: str = "mp4v", blue_frames: set[int] = frozenset(),
+               black_frames: set[int] = frozenset()) -> Path:
+    """Grey frames; a red patch fills the track region on ``fault_frames``; a blue patch fills
+    most of the right catenary tile on ``blue_frames``; that tile is black on ``black_frames``.
+    Each frame's index is written into two grey-level blocks (index % 16, index // 16) so seeks
+    can be checked."""
     width, height = size
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
     x0, y0, x1, y1 = (round(TRACK_BOX[0] * width), round(TRACK_BOX[1] * height),
@@ -103,6 +109,10 @@ def make_video(path: Path, frames: int, fault_frames: set[int] = frozenset(), si
         frame[4:28, 36:60] = (index // 16 % 16) * 16
         if index in fault_frames:
             frame[y0:y1, x0:x1] = RED
+        if index in blue_frames:
+            frame[round(0.04 * height):round(0.36 * height), round(0.55 * width):round(0.95 * width)] = BLUE
+        if index in black_frames:
+            frame[:round(0.4 * height), width // 2:] = 0
         writer.write(frame)
     writer.release()
     return path

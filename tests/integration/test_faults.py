@@ -1,0 +1,256 @@
+"""Adding fault types from a few examples: the library, head versions, re-classification."""
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from inspector.cli import EXIT_FAILED, EXIT_OK, main
+from inspector.faults import FaultLibrary, FaultLibraryError, active_head, read_examples
+from inspector.model import Backbone, load_bundle
+from inspector.regions import parse_profile
+from inspector.scan import Scanner, reclassify
+from inspector.store import Store
+from tests.factories import BLUE, PROFILE_TOML, make_video
+
+BLUE_FRAMES = set(range(20, 30)) | set(range(90, 100))
+RED_FRAMES = set(range(60, 70))
+
+
+@pytest.fixture(scope="module")
+def blue_video(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("blue")
+    return make_video(folder / "blue.mp4", 120, RED_FRAMES, blue_frames=BLUE_FRAMES, black_frames={5})
+
+
+@pytest.fixture
+def project(tmp_path, tiny_bundle, blue_video):
+    """A project with the blue video scanned by the tiny bundle's base head."""
+    bundle = load_bundle(tiny_bundle)
+    store = Store(tmp_path / "p")
+    backbone = Backbone(bundle, threads=1)
+    Scanner(store, backbone, active_head(store, bundle), parse_profile(PROFILE_TOML)).scan(blue_video)
+    yield store, bundle, backbone
+    store.close()
+
+
+def write_examples(path, rows):
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["video", "frame", "region", "label"])
+        writer.writerows(rows)
+    return path
+
+
+def blue_rows(video, frames=(20, 22, 24, 26, 28), normal=(40, 45, 50, 110)):
+    return ([(str(video), f, "catenary[1]", "blue_thing") for f in frames]
+            + [(str(video), f, "catenary[1]", "normal") for f in normal])
+
+
+def library_state(store):
+    return ([(t.name, t.removed_at, t.examples) for t in store.fault_types(include_removed=True)],
+            [h.version for h in store.head_versions()], store.active_head_version(),
+            sorted(p.name for p in (store.path.parent / "examples").rglob("*.png")))
+
+
+def spans(store, class_name):
+    return sorted((f.crop, f.start_frame, f.end_frame) for f in store.findings() if f.class_name == class_name)
+
+
+def test_new_fault_type_is_found_at_its_other_frames_and_nothing_is_forgotten(tmp_path, project, blue_video):
+    store, bundle, backbone = project
+    red_before = spans(store, "red_fault")
+    assert red_before == [("track", 60, 69)]
+    library = FaultLibrary(store, bundle, backbone)
+    change = library.add("blue_thing", read_examples(write_examples(tmp_path / "ex.csv", blue_rows(blue_video))))
+    assert change.version == 1 and change.examples == {"blue_thing": 5, "normal": 4}
+    assert change.quality.loo_accuracy == 1.0 and change.quality.trustworthy
+    head = active_head(store, bundle)
+    assert head.classes == ("ok", "red_fault", "blue_thing", "normal")
+    assert head.regions[2] == ("catenary",) and head.normal[3]
+    result = reclassify(store, head)
+    assert result.crops == 120 * 3 and result.seconds < 5
+    assert spans(store, "blue_thing") == [("catenary[1]", 20, 29), ("catenary[1]", 90, 99)]
+    assert spans(store, "red_fault") == red_before  # the known fault type is untouched
+    saved = list((tmp_path / "p" / "examples" / "blue_thing").glob("*.png"))
+    assert len(saved) == 5 and cv2.imread(str(saved[0])) is not None
+
+
+def test_auto_normal_examples_come_from_unlabelled_frames(tmp_path, project, blue_video):
+    store, bundle, backbone = project
+    rows = [(str(blue_video), f, "catenary[1]", "blue_thing") for f in (20, 22, 24, 26, 28)]
+    change = FaultLibrary(store, bundle, backbone).add("blue_thing", read_examples(write_examples(tmp_path / "e.csv", rows)))
+    normals = [e for e in store.examples() if e.fault_type == "normal"]
+    assert change.examples["normal"] == len(normals) > 0
+    assert all(e.source == "auto-normal" and abs(e.frame - 24) > 20 for e in normals)
+    assert {e.crop for e in normals} <= {"catenary[0]", "catenary[1]"}
+
+
+def test_remove_and_restore_make_new_versions(tmp_path, project, blue_video):
+    store, bundle, backbone = project
+    library = FaultLibrary(store, bundle, backbone)
+    library.add("blue_thing", read_examples(write_examples(tmp_path / "ex.csv", blue_rows(blue_video))))
+    removed = library.remove("blue_thing")
+    assert removed.version == 2 and "blue_thing" not in active_head(store, bundle).classes
+    reclassify(store, active_head(store, bundle))
+    assert spans(store, "blue_thing") == []
+    restored = library.restore(1)
+    assert restored.version == 3 and [h.version for h in store.head_versions()] == [1, 2, 3]
+    assert "blue_thing" in {t.name for t in store.fault_types()}
+    reclassify(store, active_head(store, bundle))
+    assert spans(store, "blue_thing") == [("catenary[1]", 20, 29), ("catenary[1]", 90, 99)]
+
+
+def test_a_finished_scan_is_classified_again_when_rerun_with_a_newer_head(tmp_path, project, blue_video):
+    store, bundle, backbone = project
+    FaultLibrary(store, bundle, backbone).add(
+        "blue_thing", read_examples(write_examples(tmp_path / "ex.csv", blue_rows(blue_video))))
+    result = Scanner(store, backbone, active_head(store, bundle), parse_profile(PROFILE_TOML)).scan(blue_video)
+    assert result.status == "skipped" and "classified again with head version 1" in result.message
+    assert spans(store, "blue_thing")
+
+
+def test_labelme_boxes_on_a_picture(tmp_path, project):
+    store, bundle, backbone = project
+    picture = np.full((100, 200, 3), 128, np.uint8)
+    picture[10:40, 10:40] = BLUE
+    picture[60:90, 150:190] = BLUE
+    cv2.imwrite(str(tmp_path / "frame.png"), picture)
+    shapes = [{"label": "blue_thing", "points": [[10, 10], [40, 40]], "shape_type": "rectangle"},
+              {"label": "blue_thing", "points": [[150, 60], [190, 90]], "shape_type": "rectangle"},
+              {"label": "normal", "points": [[60, 10], [120, 50]], "shape_type": "rectangle"},
+              {"label": "normal", "points": [[60, 55], [110, 95]], "shape_type": "rectangle"}]
+    (tmp_path / "frame.json").write_text(json.dumps({"imagePath": "frame.png", "shapes": shapes}))
+    change = FaultLibrary(store, bundle, backbone).add("blue_thing", read_examples(tmp_path / "frame.json"))
+    assert change.examples == {"blue_thing": 2, "normal": 2}
+    assert active_head(store, bundle).regions[2] == ()  # drawn on a picture: applies to every region
+
+
+BAD_INPUTS = [
+    ("zero examples", lambda v: [], "no examples in it"),
+    ("one class only", lambda v: [(str(v), f, "catenary[1]", "blue_thing") for f in (20, 22, 24)],
+     "only new_thing has examples"),
+    ("frame outside the video", lambda v: blue_rows(v) + [(str(v), 500, "catenary[1]", "blue_thing")],
+     "frame 500 is outside blue.mp4"),
+    ("unknown region", lambda v: [(str(v), 20, "pantograph", "blue_thing")], "no region 'pantograph'"),
+    ("duplicate example", lambda v: blue_rows(v) + [(str(v), 20, "catenary[1]", "blue_thing")],
+     "are the same crop"),
+    ("missing video", lambda v: [(str(v.parent / "gone.mp4"), 3, "catenary[1]", "blue_thing")], "no such file"),
+    ("empty embedding", lambda v: blue_rows(v) + [(str(v), 5, "catenary[1]", "normal")], r"empty \(all zero\)"),
+    ("wrong label", lambda v: blue_rows(v) + [(str(v), 3, "catenary[1]", "bird")], "labelled bird"),
+]
+
+
+@pytest.mark.parametrize("what, rows, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_examples_leave_the_library_unchanged(tmp_path, project, blue_video, what, rows, message):
+    store, bundle, backbone = project
+    library = FaultLibrary(store, bundle, backbone)
+    before = library_state(store)
+    with pytest.raises(FaultLibraryError, match=message) as info:
+        library.add("new_thing" if what != "wrong label" else "blue2",
+                    read_examples(write_examples(tmp_path / "bad.csv", [
+                        (v, f, r, "new_thing" if lab == "blue_thing" else lab) for v, f, r, lab in rows(blue_video)]))
+                    , auto_normal=False)
+    assert "\n" not in str(info.value)
+    assert library_state(store) == before
+
+
+def test_names_already_taken(tmp_path, project, blue_video):
+    store, bundle, backbone = project
+    library = FaultLibrary(store, bundle, backbone)
+    examples = read_examples(write_examples(tmp_path / "ex.csv", blue_rows(blue_video)))
+    library.add("blue_thing", examples)
+    before = library_state(store)
+    with pytest.raises(FaultLibraryError, match="already exists"):
+        library.add("blue_thing", examples)
+    with pytest.raises(FaultLibraryError, match="already exists"):
+        library.add("red_fault", [e.__class__(e.row, "red_fault", e.video, e.frame, e.crop) for e in examples])
+    assert library_state(store) == before
+    library.remove("blue_thing")
+    with pytest.raises(FaultLibraryError, match="was removed earlier"):
+        library.add("blue_thing", examples)
+    with pytest.raises(FaultLibraryError, match="comes with the model bundle"):
+        library.remove("red_fault")
+    assert [h.version for h in store.head_versions()] == [1, 2]  # only the one removal was made
+
+
+def test_examples_already_in_the_library(tmp_path, project, blue_video):
+    store, bundle, backbone = project
+    library = FaultLibrary(store, bundle, backbone)
+    library.add("blue_thing", read_examples(write_examples(tmp_path / "first.csv", blue_rows(blue_video))))
+    before = library_state(store)
+    reused = [(v, f, r, "other" if lab == "blue_thing" else lab) for v, f, r, lab in blue_rows(blue_video)]
+    change = library.add("other", read_examples(write_examples(tmp_path / "again.csv", reused)))
+    assert change.examples == {"other": 5}  # the normal rows were already kept: reused, not doubled
+    assert library_state(store) != before
+    before = library_state(store)
+    same = [(str(blue_video), 20, "catenary[1]", "other"), (str(blue_video), 40, "catenary[1]", "normal")]
+    with pytest.raises(FaultLibraryError, match="same crop|already exists"):
+        library.add("other", read_examples(write_examples(tmp_path / "dup.csv", same)))
+    assert library_state(store) == before
+
+
+def test_unreadable_picture(tmp_path, project):
+    store, bundle, backbone = project
+    (tmp_path / "frame.png").write_bytes(b"not a png")
+    (tmp_path / "frame.json").write_text(json.dumps({"imagePath": "frame.png", "shapes": [
+        {"label": "blue_thing", "points": [[1, 1], [20, 20]]}, {"label": "normal", "points": [[30, 1], [60, 20]]}]}))
+    with pytest.raises(FaultLibraryError, match="cannot be read"):
+        FaultLibrary(store, bundle, backbone).add("blue_thing", read_examples(tmp_path / "frame.json"))
+    assert store.head_versions() == []
+
+
+@pytest.mark.parametrize("text, message", [
+    ("video,frame,label\nx.mp4,1,a\n", "needs columns"),
+    ("video,frame,region,label\nx.mp4,one,track,a\n", "frame must be a whole number"),
+    ("video,frame,box,label\nx.mp4,1,10 10 5 5,a\n", "empty or negative"),
+    ("video,frame,region,label\nx.mp4,1,track,\n", "label is empty"),
+])
+def test_malformed_examples_files(tmp_path, text, message):
+    path = tmp_path / "ex.csv"
+    path.write_text(text)
+    with pytest.raises(FaultLibraryError, match=message):
+        read_examples(path)
+
+
+def test_faults_cli(tmp_path, capsys, tiny_bundle, profile_file, blue_video):
+    project = tmp_path / "p"
+    common = ["--project", str(project), "--bundle", str(tiny_bundle)]
+    assert main(["scan", str(blue_video), *common, "--profile", str(profile_file), "-q"]) == EXIT_OK
+    examples = write_examples(tmp_path / "ex.csv", blue_rows(blue_video))
+    capsys.readouterr()
+    assert main(["faults", "add", "blue_thing", "--examples", str(examples), *common, "--reclassify"]) == EXIT_OK
+    out, err = capsys.readouterr()
+    assert "added blue_thing as head version 1" in out and "leave-one-out accuracy 100%" in out
+    assert "again with head version 1" in err
+    assert main(["faults", "list", *common]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "blue_thing" in out and "5 examples" in out and "*  1" in out
+    assert main(["faults", "add", "blue_thing", "--examples", str(examples), *common]) == EXIT_FAILED
+    assert "inspector: error: a fault type named blue_thing already exists" in capsys.readouterr().err
+    assert main(["faults", "remove", "blue_thing", *common]) == EXIT_OK
+    assert main(["faults", "restore", "1", *common, "--reclassify"]) == EXIT_OK
+    assert main(["faults", "restore", "9", *common]) == EXIT_FAILED
+    assert "no head version 9" in capsys.readouterr().err
+    assert main(["scan", "--reclassify", *common]) == EXIT_OK
+    with Store(project) as store:
+        assert spans(store, "blue_thing") == [("catenary[1]", 20, 29), ("catenary[1]", 90, 99)]
+
+
+def test_scan_needs_videos_or_reclassify(tmp_path, capsys, tiny_bundle):
+    assert main(["scan", "--project", str(tmp_path / "p"), "--bundle", str(tiny_bundle)]) == EXIT_FAILED
+    assert "nothing to do" in capsys.readouterr().err
+
+
+def test_head_of_another_bundle_is_refused(tmp_path, project, blue_video):
+    from tests.factories import make_bundle
+
+    store, bundle, backbone = project
+    FaultLibrary(store, bundle, backbone).add(
+        "blue_thing", read_examples(write_examples(tmp_path / "ex.csv", blue_rows(blue_video))))
+    other = make_bundle(tmp_path / "other")
+    meta = json.loads((other / "bundle.json").read_text())
+    (other / "bundle.json").write_text(json.dumps({**meta, "name": "other"}))
+    with pytest.raises(FaultLibraryError, match="made with another model bundle"):
+        active_head(store, load_bundle(other))
