@@ -130,6 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
     for p_ in (add, remove, restore):
         p_.add_argument("--reclassify", action="store_true", help="then classify every scanned run again")
 
+    fewshot = sub.add_parser(
+        "evaluate-fewshot", help="N-way K-shot accuracy of a bundle on a dataset (the app's own code path)",
+        description="Mean accuracy with a 95%% confidence interval over N-way K-shot episodes of a folder-per-class "
+                    "dataset, through the app's ONNX embedding and adaptation. With a manifest.csv the held-out "
+                    "part can be chosen by group (--holdout-groups) or by class (--holdout-classes).")
+    fewshot.add_argument("dataset", type=Path, metavar="DATASET")
+    fewshot.add_argument("--way", type=_positive_int, required=True, metavar="N")
+    fewshot.add_argument("--shot", type=_positive_int, required=True, metavar="K")
+    fewshot.add_argument("--queries", type=_positive_int, default=15, metavar="Q", help="per class (default 15)")
+    fewshot.add_argument("--episodes", type=_positive_int, default=600, metavar="E", help="(default 600)")
+    fewshot.add_argument("--bundle", type=Path, metavar="DIR")
+    fewshot.add_argument("--seed", type=int, default=0)
+    fewshot.add_argument("--holdout-groups", type=float, metavar="F",
+                         help="evaluate on the held-out groups only (the fraction training held out, e.g. 0.3)")
+    fewshot.add_argument("--holdout-classes", type=float, metavar="F", help="evaluate on held-out classes only")
+    fewshot.add_argument("--split-seed", type=int, default=0, help="seed of the group/class split (default 0)")
+    fewshot.add_argument("--group-column", default="group", help="manifest column that groups images")
+    fewshot.add_argument("--classes", metavar="A,B,...", help="use only these classes")
+    fewshot.add_argument("--tta", action="store_true", help="test-time augmentation of the support images")
+    fewshot.add_argument("--json", action="store_true", help="end with one JSON line (accuracy and ci95 in %%)")
+
     bundle = sub.add_parser("bundle", help="inspect model bundles")
     bundle_sub = bundle.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
     info = bundle_sub.add_parser("info", help="what a bundle is: classes, input size, provenance")
@@ -323,6 +344,34 @@ def _list_faults(store, bundle) -> int:
     return EXIT_OK
 
 
+def cmd_evaluate_fewshot(args: argparse.Namespace) -> int:
+    from inspector.fewshot import eligible_classes, embed_items, evaluate, held_out, load_items
+    from inspector.model import Backbone, load_bundle
+
+    bundle = load_bundle(args.bundle)
+    backbone = Backbone(bundle)
+    only = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    items = held_out(load_items(args.dataset, args.group_column), args.holdout_groups, args.holdout_classes,
+                     args.split_seed, only)
+    if not items:
+        raise InspectorError(f"dataset {args.dataset}: nothing left after the hold-out split; check the fractions")
+    eligible_classes([i.label for i in items], args.way, args.shot, args.queries)  # fail before embedding
+    started = time.monotonic()
+    embeddings = embed_items(backbone, items, tta=args.tta)
+    labels = [i.label for i in items]
+    bar = ProgressBar()
+    result = evaluate(embeddings, labels, args.way, args.shot, args.queries, args.episodes, bundle.adaptation,
+                      args.seed, None if args.json else lambda n, total: bar.update("episodes", n, total, 0, None))
+    if not args.json:
+        bar.finish()
+    print(f"{args.way}-way {args.shot}-shot, {args.queries} queries, {args.episodes} episodes on {len(items)} images "
+          f"of {len(set(labels))} classes ({time.monotonic() - started:.1f} s): "
+          f"accuracy {result.accuracy:.2f} % +- {result.ci95:.2f} % (95 % CI)")
+    if args.json:
+        print(json.dumps({**result.as_json(), "bundle": bundle.name, "images": len(items), "tta": args.tta}))
+    return EXIT_OK
+
+
 def cmd_bundle_info(args: argparse.Namespace) -> int:
     from inspector.heads import Head
     from inspector.model import load_bundle
@@ -368,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
-    handlers = {"scan": cmd_scan, "report": cmd_report, "faults": cmd_faults, "bundle": cmd_bundle_info}
+    handlers = {"scan": cmd_scan, "report": cmd_report, "faults": cmd_faults,
+                "evaluate-fewshot": cmd_evaluate_fewshot, "bundle": cmd_bundle_info}
     try:
         return handlers[args.command](args)
     except InspectorError as exc:

@@ -7,10 +7,11 @@ here is by group, decided by a keyed hash so it is stable across machines, runs 
 from __future__ import annotations
 
 import csv
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from inspector.fewshot import group_fraction
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -51,12 +52,6 @@ def scan_folder(root: Path | str) -> list[Sample]:
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 samples.append(Sample(path, class_dir.name, str(path.relative_to(root))))
     return samples
-
-
-def group_fraction(group: str, seed: int) -> float:
-    """A number in [0, 1) fixed by (seed, group): the basis of every split."""
-    digest = hashlib.sha256(f"{seed}:{group}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def split_by_group(

@@ -12,11 +12,11 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from inspector.adapt import fit_head
+from inspector.fewshot import load_crop
 from inspector.model import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, AdaptationParams, Backbone, load_bundle
 from training.backbone import EMBEDDING_SIZE, IMAGENET_MEAN, IMAGENET_STD, EmbeddingNet, FeatureExtractor
 from training.sources import TRACK_COMPONENT_CLASSES, load_sources
@@ -29,15 +29,6 @@ NORMAL_CLASSES = {"fastener_clip_present", "rail_joint_ok", "fishplate_ok"}
 # refits the base classes (adding a fault type) gets exactly the shipped base head back.
 BASELINE_ADAPTATION = {"inner_steps": 50, "step_sizes": [1.0], "logit_scale": 10.0, "weight_decay": 0.0}
 INT8_MAX_ACCURACY_DROP = 0.02
-
-
-def load_crop(path: Path, size: int) -> np.ndarray:
-    """A dataset crop as the runtime sees a region: resized straight to the input size, RGB."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read {path}")
-    interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.cvtColor(cv2.resize(image, (size, size), interpolation=interpolation), cv2.COLOR_BGR2RGB)
 
 
 def _to_tensor(crops: np.ndarray) -> torch.Tensor:

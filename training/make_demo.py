@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from inspector.regions import load_profile
-from training.data import group_fraction
+from inspector.fewshot import group_fraction
 from training.sources import SPLIT_SEED, TEST_FRACTION, TRACK_COMPONENT_CLASSES
 
 WIDTH, HEIGHT, FPS = 960, 540, 10
