@@ -20,7 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from inspector.fewshot import (  # noqa: E402
-    embed_items, evaluate, held_out, load_crop, load_items, sample_episodes,
+    embed_items,
+    evaluate,
+    held_out,
+    load_crop,
+    load_items,
+    sample_episodes,
 )
 from inspector.model import Backbone, load_bundle  # noqa: E402
 from training.sources import TEST_FRACTION, TRACK_COMPONENT_CLASSES  # noqa: E402

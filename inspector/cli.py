@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     fewshot.add_argument("--split-seed", type=int, default=0, help="seed of the group/class split (default 0)")
     fewshot.add_argument("--group-column", default="group", help="manifest column that groups images")
     fewshot.add_argument("--classes", metavar="A,B,...", help="use only these classes")
-    fewshot.add_argument("--tta", action="store_true", help="test-time augmentation of the support images")
+    fewshot.add_argument("--tta", action="store_true",
+                         help="test-time augmentation of the support images (as 'faults add --tta')")
     fewshot.add_argument("--json", action="store_true", help="end with one JSON line (accuracy and ci95 in %%)")
 
     bundle = sub.add_parser("bundle", help="inspect model bundles")
@@ -357,11 +358,13 @@ def cmd_evaluate_fewshot(args: argparse.Namespace) -> int:
         raise InspectorError(f"dataset {args.dataset}: nothing left after the hold-out split; check the fractions")
     eligible_classes([i.label for i in items], args.way, args.shot, args.queries)  # fail before embedding
     started = time.monotonic()
-    embeddings = embed_items(backbone, items, tta=args.tta)
+    embeddings = embed_items(backbone, items)
+    support = embed_items(backbone, items, tta=True) if args.tta else None
     labels = [i.label for i in items]
     bar = ProgressBar()
     result = evaluate(embeddings, labels, args.way, args.shot, args.queries, args.episodes, bundle.adaptation,
-                      args.seed, None if args.json else lambda n, total: bar.update("episodes", n, total, 0, None))
+                      args.seed, None if args.json else lambda n, total: bar.update("episodes", n, total, 0, None),
+                      support)
     if not args.json:
         bar.finish()
     print(f"{args.way}-way {args.shot}-shot, {args.queries} queries, {args.episodes} episodes on {len(items)} images "

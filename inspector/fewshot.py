@@ -162,15 +162,20 @@ def embed_items(backbone: Backbone, items: list[Item], tta: bool = False, batch:
 
 
 def evaluate(embeddings: np.ndarray, labels: list[str], way: int, shot: int, queries: int, episodes: int,
-             params, seed: int = 0, progress: Callable[[int, int], None] | None = None) -> FewShotResult:
-    """Run the protocol on precomputed embeddings with the bundle's adaptation ``params``."""
+             params, seed: int = 0, progress: Callable[[int, int], None] | None = None,
+             support_embeddings: np.ndarray | None = None) -> FewShotResult:
+    """Run the protocol on precomputed embeddings with the bundle's adaptation ``params``.
+
+    ``support_embeddings`` (same rows) replace ``embeddings`` for support items only: the app
+    augments the operator's examples (test-time augmentation), never the crops it classifies."""
+    support_source = embeddings if support_embeddings is None else support_embeddings
     accuracies = []
     counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(3))  # true positives, predicted, actual
     for number, episode in enumerate(sample_episodes(labels, way, shot, queries, episodes, seed), start=1):
         specs = [ClassSpec(name, False) for name in episode.classes]
         support = np.array(episode.support)
         try:
-            head, _ = adapt(embeddings[support], [labels[i] for i in support], specs, params,
+            head, _ = adapt(support_source[support], [labels[i] for i in support], specs, params,
                             judged=np.zeros(len(support), bool))
         except AdaptationError as exc:
             raise DatasetError(f"episode {number}: {exc}") from None

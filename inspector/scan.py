@@ -239,31 +239,35 @@ def reclassify(store: Store, head: Head, progress: Callable[[int, int], None] | 
     for number, scan in enumerate(scans, start=1):
         regions = {s.name: s.region for s in parse_profile(scan.profile_text).crop_specs()}
         cursor = store.connection.execute("SELECT frame, crop, vector FROM embeddings WHERE scan_id=?", (scan.id,))
-        rows: list[DetectionRow] = []
+        rows: list[tuple] = []  # (scan, frame, crop, region, class, score, fault): straight to executemany
+        faults: list[DetectionRow] = []
         seen = 0
         while batch := cursor.fetchmany(chunk):
-            frames = np.fromiter((r[0] for r in batch), np.int64, len(batch))
-            names = [r[1] for r in batch]
-            vectors = np.frombuffer(b"".join(r[2] for r in batch), np.float16)
-            vectors = vectors.reshape(len(batch), -1).astype(np.float32)
+            frames, names, blobs = zip(*batch)
+            vectors = np.frombuffer(b"".join(blobs), np.float16).reshape(len(batch), -1).astype(np.float32)
             if vectors.shape[1] != head.embedding_size:
                 raise StoreError(f"scan {scan.id}: cached embeddings are {vectors.shape[1]}-d but the head expects "
                                  f"{head.embedding_size}-d; rescan with the project's bundle")
             crop_regions = np.array([regions.get(n, n) for n in names])
-            for region in np.unique(crop_regions):
+            for region in np.unique(crop_regions).tolist():
                 index = np.flatnonzero(crop_regions == region)
-                pred = head.classify(vectors[index], str(region))
-                for i, k, score, fault in zip(index, pred.class_index, pred.score, pred.is_fault):
-                    if k >= 0:
-                        rows.append(DetectionRow(int(frames[i]), names[i], str(region), head.classes[k],
-                                                 float(score), bool(fault)))
+                pred = head.classify(vectors[index], region)
+                keep = pred.class_index >= 0
+                picked = index[keep].tolist()
+                classes = [head.classes[k] for k in pred.class_index[keep].tolist()]
+                scores = pred.score[keep].tolist()
+                flags = pred.is_fault[keep].tolist()
+                rows += [(scan.id, frames[i], names[i], region, c, sc, int(f))
+                         for i, c, sc, f in zip(picked, classes, scores, flags)]
+                faults += [DetectionRow(frames[i], names[i], region, c, sc, True)
+                           for i, c, sc, f in zip(picked, classes, scores, flags) if f]
             seen += len(batch)
         if not seen:
             if scan.frames_done:
                 skipped.append(scan.id)
             continue
         store.replace_detections(scan.id, rows, head.version)
-        grouped = group_findings([r for r in rows if r.is_fault], scan.step, scan_id=scan.id)
+        grouped = group_findings(faults, scan.step, scan_id=scan.id)
         store.replace_findings(scan.id, grouped)
         crops += seen
         findings += len(grouped)

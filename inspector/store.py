@@ -385,13 +385,14 @@ class Store:
             conn.execute("UPDATE scans SET status=?, message=?, updated_at=?, finished_at=? WHERE id=?",
                          (status, message, now(), now(), scan_id))
 
-    def replace_detections(self, scan_id: int, detections: Sequence[DetectionRow], head_version: int) -> None:
-        """All detections of a scan, as classified again by head ``head_version``."""
+    def replace_detections(self, scan_id: int, rows: Sequence[tuple], head_version: int) -> None:
+        """All detections of a scan, as classified again by head ``head_version``; ``rows`` are
+        (scan_id, frame, crop, region, class, score, is_fault) tuples."""
         with self.transaction() as conn:
             conn.execute("DELETE FROM detections WHERE scan_id=?", (scan_id,))
             conn.executemany(
                 "INSERT INTO detections(scan_id, frame, crop, region, class, score, is_fault) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(scan_id, d.frame, d.crop, d.region, d.class_name, d.score, int(d.is_fault)) for d in detections])
+                rows)
             conn.execute("UPDATE scans SET classified_with=? WHERE id=?", (head_version, scan_id))
 
     def set_classified_with(self, scan_id: int, head_version: int) -> None:

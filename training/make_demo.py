@@ -21,8 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inspector.regions import load_profile
 from inspector.fewshot import group_fraction
+from inspector.regions import load_profile
 from training.sources import SPLIT_SEED, TEST_FRACTION, TRACK_COMPONENT_CLASSES
 
 WIDTH, HEIGHT, FPS = 960, 540, 10
