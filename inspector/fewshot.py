@@ -170,7 +170,7 @@ def evaluate(embeddings: np.ndarray, labels: list[str], way: int, shot: int, que
     augments the operator's examples (test-time augmentation), never the crops it classifies."""
     support_source = embeddings if support_embeddings is None else support_embeddings
     accuracies = []
-    counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(3))  # true positives, predicted, actual
+    outcomes: list[tuple[str, str]] = []  # (predicted, true) over all episodes
     for number, episode in enumerate(sample_episodes(labels, way, shot, queries, episodes, seed), start=1):
         specs = [ClassSpec(name, False) for name in episode.classes]
         support = np.array(episode.support)
@@ -183,15 +183,22 @@ def evaluate(embeddings: np.ndarray, labels: list[str], way: int, shot: int, que
         predicted = [episode.classes[k] for k in head.predict(embeddings[query]).argmax(axis=1)]
         truth = [labels[i] for i in query]
         accuracies.append(np.mean([p == t for p, t in zip(predicted, truth)]))
-        for p, t in zip(predicted, truth):
-            counts[t] += (p == t, 0, 1)
-            counts[p] += (0, 1, 0)
+        outcomes += zip(predicted, truth)
         if progress:
             progress(number, episodes)
-    per_class = {}
+    return FewShotResult(way, shot, queries, episodes, np.asarray(accuracies, float), class_scores(outcomes))
+
+
+def class_scores(outcomes: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
+    """Precision, recall and F1 per class from (predicted, true) pairs pooled over episodes."""
+    counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(3))  # true positives, predicted, actual
+    for predicted, true in outcomes:
+        counts[true] += (predicted == true, 0, 1)
+        counts[predicted] += (0, 1, 0)
+    scores = {}
     for name, (hits, predicted, actual) in sorted(counts.items()):
         precision = hits / predicted if predicted else 0.0
         recall = hits / actual if actual else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}
-    return FewShotResult(way, shot, queries, episodes, np.asarray(accuracies, float), per_class)
+        scores[name] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}
+    return scores

@@ -1,4 +1,4 @@
-"""``python -m training pretrain|export``."""
+"""``python -m training pretrain|evaluate|export``."""
 from __future__ import annotations
 
 import argparse
@@ -23,12 +23,37 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--out", type=Path, required=True)
     exp.add_argument("--algorithm", default="baseline")
     exp.add_argument("--keep-fp32", action="store_true", help="keep the fp32 backbone beside the int8 one")
+    ev = sub.add_parser("evaluate", help="N-way K-shot accuracy of a checkpoint (torch), with a 95%% CI")
+    ev.add_argument("checkpoint", type=Path)
+    ev.add_argument("dataset", type=Path)
+    ev.add_argument("--way", type=int, required=True)
+    ev.add_argument("--shot", type=int, required=True)
+    ev.add_argument("--queries", type=int, default=15)
+    ev.add_argument("--episodes", type=int, default=600)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--bundle", type=Path, help="take the adaptation parameters from this bundle")
+    ev.add_argument("--holdout-groups", type=float)
+    ev.add_argument("--split-seed", type=int, default=0)
+    ev.add_argument("--group-column", default="group")
+    ev.add_argument("--classes", help="comma-separated classes to keep")
+    ev.add_argument("--out", type=Path, help="write the JSON result here too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.command == "pretrain":
         from training.pretrain import PretrainConfig, pretrain
         pretrain(PretrainConfig(args.data, args.out, args.input_size, args.epochs,
                                 imagenet_weights=args.imagenet_weights))
+    elif args.command == "evaluate":
+        from inspector.model import load_bundle
+        from training.evaluate import evaluate_checkpoint, write_result
+
+        params = load_bundle(args.bundle).adaptation
+        classes = args.classes.split(",") if args.classes else None
+        result = evaluate_checkpoint(args.checkpoint, args.dataset, args.way, args.shot, args.queries,
+                                     args.episodes, params, args.seed, args.holdout_groups, args.group_column,
+                                     classes, args.split_seed)
+        print(f"{args.way}-way {args.shot}-shot: accuracy {result.accuracy:.2f} % +- {result.ci95:.2f} % (95 % CI)")
+        print(write_result(result, args.out, {"checkpoint": str(args.checkpoint)}))
     elif args.command == "export":
         from training.export import export_bundle
         export_bundle(args.checkpoint, args.data, args.out, args.algorithm, args.keep_fp32)

@@ -1,0 +1,152 @@
+"""Work that must never block the window: live inference, scans, adaptation, reports.
+
+Each runs in its own thread with its own store connection (SQLite connections are per thread)
+and reports through Qt signals, which Qt delivers in the window's thread. The one ONNX Runtime
+session of the process is shared: its ``run`` is thread-safe.
+"""
+from __future__ import annotations
+
+import threading
+import traceback
+from pathlib import Path
+
+import numpy as np
+from PyQt6.QtCore import QThread, pyqtSignal
+
+from inspector.errors import InspectorError
+from inspector.faults import LabelledExample
+from inspector.heads import Head
+from inspector.model import Backbone, Bundle
+from inspector.regions import CropSpec, RegionProfile, crop_frame
+from inspector.report import build_report
+from inspector.scan import Scanner, reclassify
+from inspector.store import Store
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, InspectorError):
+        return str(exc)
+    return f"unexpected error: {type(exc).__name__}: {exc} ({traceback.format_exc(limit=1).splitlines()[-1]})"
+
+
+class LiveInference(QThread):
+    """Classifies the crops of the frame on screen; only the newest frame waits, older ones are
+    dropped, so playback never waits on inference."""
+
+    result = pyqtSignal(int, list)  # frame index, [(crop, class or "", score, is_fault)]
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        self._backbone = backbone
+        self._lock = threading.Condition()
+        self._job: tuple[int, np.ndarray, list[CropSpec], Head] | None = None
+        self._stop = False
+
+    def submit(self, index: int, image: np.ndarray, specs: list[CropSpec], head: Head) -> None:
+        with self._lock:
+            self._job = (index, image, specs, head)
+            self._lock.notify()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop = True
+            self._lock.notify()
+        self.wait(5000)
+
+    def run(self) -> None:
+        while True:
+            with self._lock:
+                while self._job is None and not self._stop:
+                    self._lock.wait()
+                if self._stop:
+                    return
+                index, image, specs, head = self._job
+                self._job = None
+            crops = crop_frame(image, specs, self._backbone.bundle.input_size)
+            embeddings = self._backbone.embed(crops)
+            out = []
+            for spec, embedding in zip(specs, embeddings):
+                pred = head.classify(embedding[None], spec.region)
+                k = int(pred.class_index[0])
+                out.append((spec.name, head.classes[k] if k >= 0 else "", float(pred.score[0]),
+                            bool(pred.is_fault[0])))
+            self.result.emit(index, out)
+
+
+class ScanWorker(QThread):
+    """Scans videos into the project with the session's bundle, head and profile."""
+
+    progress = pyqtSignal(str, int, int, float)  # video name, frame, frame count, frames/s
+    done = pyqtSignal(str)  # summary line
+    failed = pyqtSignal(str)
+
+    def __init__(self, project: Path, backbone: Backbone, head: Head, profile: RegionProfile,
+                 videos: list[Path], step: int = 1) -> None:
+        super().__init__()
+        self._args = (project, backbone, head, profile, videos, step)
+        self.cancel_event = threading.Event()
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def run(self) -> None:
+        project, backbone, head, profile, videos, step = self._args
+        lines = []
+        try:
+            with Store(project) as store:
+                scanner = Scanner(store, backbone, head, profile, step=step)
+                for video in videos:
+                    if self.cancel_event.is_set():
+                        break
+                    result = scanner.scan(video, lambda p: self.progress.emit(
+                        p.video.name, p.frame, p.frame_count, p.frames_per_second), self.cancel_event)
+                    lines.append(f"{video.name}: {result.status}, {result.findings} findings"
+                                 + (f" ({result.message})" if result.message else ""))
+        except BaseException as exc:  # shown to the operator as one line
+            self.failed.emit(_message(exc))
+            return
+        self.done.emit("; ".join(lines) if lines else "cancelled")
+
+
+class AdaptWorker(QThread):
+    """Adds a fault type from the operator's labels, then classifies the scanned runs again."""
+
+    done = pyqtSignal(object, str)  # LibraryChange, reclassification summary
+    failed = pyqtSignal(str)
+
+    def __init__(self, project: Path, bundle: Bundle, backbone: Backbone, name: str,
+                 examples: list[LabelledExample], profile: RegionProfile) -> None:
+        super().__init__()
+        self._args = (project, bundle, backbone, name, examples, profile)
+
+    def run(self) -> None:
+        from inspector.faults import FaultLibrary, active_head
+
+        project, bundle, backbone, name, examples, profile = self._args
+        try:
+            with Store(project) as store:
+                change = FaultLibrary(store, bundle, backbone).add(name, examples, profile)
+                result = reclassify(store, active_head(store, bundle))
+        except BaseException as exc:
+            self.failed.emit(_message(exc))
+            return
+        self.done.emit(change, f"{result.crops} scanned crops classified again in {result.seconds:.1f} s, "
+                               f"{result.findings} findings")
+
+
+class ReportWorker(QThread):
+    done = pyqtSignal(str)  # path of report.html
+    failed = pyqtSignal(str)
+
+    def __init__(self, project: Path, out: Path) -> None:
+        super().__init__()
+        self._project, self._out = project, out
+
+    def run(self) -> None:
+        try:
+            with Store(self._project) as store:
+                summary = build_report(store, self._out)
+        except BaseException as exc:
+            self.failed.emit(_message(exc))
+            return
+        self.done.emit(str(summary.html))

@@ -1,0 +1,96 @@
+"""``python -m training evaluate``: the standard few-shot protocol on a trained checkpoint, in torch.
+
+Independent of the runtime on purpose: embeddings come from the torch model in fp32 (not the ONNX
+int8 file), and the head's inner loop takes its gradient from autograd (not the hand-derived
+NumPy gradient of ``inspector.adapt``). Only the episodes are shared (the same seeded sampler), so
+``inspector evaluate-fewshot`` on the exported bundle must agree within the confidence interval:
+if it does not, export or the runtime is wrong.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from inspector.fewshot import FewShotResult, Item, class_scores, held_out, load_crop, load_items, sample_episodes
+from inspector.model import AdaptationParams
+from training.backbone import IMAGENET_MEAN, IMAGENET_STD, EmbeddingNet
+
+log = logging.getLogger(__name__)
+
+
+def load_model(checkpoint: Path) -> tuple[EmbeddingNet, int]:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    net = EmbeddingNet(num_classes=len(state["labels"]))
+    net.load_state_dict(state["model"])
+    return net.eval(), int(state.get("input_size", 128))
+
+
+@torch.no_grad()
+def embed(net: EmbeddingNet, items: list[Item], size: int, batch: int = 64) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    parts = []
+    for start in range(0, len(items), batch):
+        crops = np.stack([load_crop(i.path, size) for i in items[start:start + batch]])
+        x = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        parts.append(net.forward_features(x).double())
+    return torch.cat(parts)
+
+
+def adapt_head(support: torch.Tensor, targets: torch.Tensor, num_classes: int,
+               params: AdaptationParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The bundle's inner loop on a fresh head: centre on the support mean, L2-normalise, then
+    gradient steps on the class-balanced cross-entropy. Returns (weight, bias, centre)."""
+    center = support.mean(dim=0)
+    x = F.normalize(support - center, dim=1)
+    weight = torch.full((num_classes, x.shape[1]), params.init_weight_scale / x.shape[1] ** 0.5,
+                        dtype=x.dtype, requires_grad=True)
+    bias = torch.full((num_classes,), params.init_bias, dtype=x.dtype, requires_grad=True)
+    counts = torch.bincount(targets, minlength=num_classes).to(x.dtype)
+    example_weight = 1.0 / (counts[targets] * (counts > 0).sum())
+    for step in range(params.inner_steps):
+        logits = params.logit_scale * (x @ weight.T + bias)
+        loss = (F.cross_entropy(logits, targets, reduction="none") * example_weight).sum()
+        grad_w, grad_b = torch.autograd.grad(loss, (weight, bias))
+        with torch.no_grad():
+            lr = params.step_size(step)
+            weight -= lr * (grad_w + params.weight_decay * weight)
+            bias -= lr * grad_b
+    return weight.detach(), bias.detach(), center
+
+
+def evaluate_checkpoint(checkpoint: Path, dataset: Path, way: int, shot: int, queries: int, episodes: int,
+                        params: AdaptationParams, seed: int = 0, holdout_groups: float | None = None,
+                        group_column: str = "group", classes: list[str] | None = None,
+                        split_seed: int = 0) -> FewShotResult:
+    net, size = load_model(checkpoint)
+    items = held_out(load_items(dataset, group_column), holdout_groups, None, split_seed, classes)
+    labels = [i.label for i in items]
+    embeddings = embed(net, items, size)
+    accuracies = []
+    outcomes: list[tuple[str, str]] = []
+    for episode in sample_episodes(labels, way, shot, queries, episodes, seed):
+        index = {name: k for k, name in enumerate(episode.classes)}
+        support = torch.tensor(episode.support)
+        targets = torch.tensor([index[labels[i]] for i in episode.support])
+        weight, bias, center = adapt_head(embeddings[support], targets, way, params)
+        query = torch.tensor(episode.query)
+        scores = F.normalize(embeddings[query] - center, dim=1) @ weight.T + bias
+        predicted = [episode.classes[k] for k in scores.argmax(dim=1).tolist()]
+        truth = [labels[i] for i in episode.query]
+        accuracies.append(np.mean([p == t for p, t in zip(predicted, truth)]))
+        outcomes += zip(predicted, truth)
+    return FewShotResult(way, shot, queries, episodes, np.asarray(accuracies, float), class_scores(outcomes))
+
+
+def write_result(result: FewShotResult, out: Path | None, extra: dict) -> str:
+    line = json.dumps({**result.as_json(), **extra})
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(line + "\n")
+    return line
