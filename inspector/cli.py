@@ -73,11 +73,15 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="inspector", description="Railway catenary and track inspection from recorded video.",
+        prog="inspector", description="Railway catenary and track inspection from recorded video. "
+                                      "Without a command, opens the desktop app.",
         epilog="Run 'inspector COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"inspector {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (model provider, resumes)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    gui = sub.add_parser("gui", help="the desktop app (also: inspector with no command)")
+    gui.add_argument("target", nargs="?", type=Path, metavar="VIDEO|PROJECT", help="a video or a project folder")
 
     scan = sub.add_parser("scan", help="scan recorded videos for faults (resumable)",
                           description="Scan videos into a project. Rerun the same command after an "
@@ -417,9 +421,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if args.command is None:
-        parser.print_help()
-        return EXIT_OK
+    if args.command in (None, "gui"):
+        from inspector.gui.app import run
+
+        return run(getattr(args, "target", None))
     handlers = {"scan": cmd_scan, "report": cmd_report, "faults": cmd_faults,
                 "evaluate-fewshot": cmd_evaluate_fewshot, "bundle": cmd_bundle_info}
     try:

@@ -18,6 +18,7 @@ from inspector.errors import VideoError
 
 log = logging.getLogger(__name__)
 
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".ts", ".mts")
 # Consecutive failed frames after which a file is taken to have stopped decoding.
 MAX_CONSECUTIVE_FAILURES = 50
 

@@ -1,0 +1,579 @@
+"""The main window: player, timeline, findings, labelling, background scans and adaptation.
+
+Keyboard first, with CVAT/labelme habits: Space play/pause, D/F or Left/Right step a frame,
+Shift+Left/Right jump a second, Tab next region, 1-9 label the region with a fault type, 0 or N
+normal, Ctrl+Z undo, Ctrl+S save labels, C/X confirm/reject the selected finding. Help > Shortcuts
+lists them all.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PyQt6.QtCore import QSettings, Qt, QTimer
+from PyQt6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
+from PyQt6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDialog,
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QListWidget,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QTableView,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from inspector.errors import InspectorError
+from inspector.faults import NORMAL
+from inspector.gui.session import Session, default_project_for
+from inspector.gui.widgets import FindingsModel, FrameView, Timeline
+from inspector.gui.workers import AdaptWorker, LiveInference, ReportWorker, ScanWorker
+from inspector.report import clock
+from inspector.video import VIDEO_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0)
+SHORTCUTS = (
+    ("Space", "play / pause"), ("D or Left", "previous frame"), ("F or Right", "next frame"),
+    ("Shift+Left / Shift+Right", "one second back / forward"), ("Home / End", "first / last frame"),
+    ("[ / ]", "slower / faster playback"), ("Tab", "select the next region"),
+    ("1 ... 9", "label the selected region with fault type 1 ... 9"), ("0 or N", "label it normal"),
+    ("Ctrl+Z", "undo the last label"), ("Ctrl+S", "save the labels (labels.csv in the project)"),
+    ("Ctrl+N", "new fault type"), ("Ctrl+Return", "adapt: learn the new fault type from its labels"),
+    ("C / X", "confirm / reject the selected finding"), ("Ctrl+R", "scan the open video in the background"),
+    ("Ctrl+E", "export the report"), ("Ctrl+O", "open a video"), ("Ctrl+Shift+O", "open a project"),
+    ("F1", "this list"), ("Ctrl+Q", "quit"),
+)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("inspector")
+        self.setAcceptDrops(True)
+        self.settings = settings or QSettings("inspector", "inspector")
+        self.session: Session | None = None
+        self.position = 0
+        self.new_types: list[str] = []
+        self.last_error = ""
+        self.scan_worker: ScanWorker | None = None
+        self.adapt_worker: AdaptWorker | None = None
+        self.report_worker: ReportWorker | None = None
+        self.live: LiveInference | None = None
+        self._dialogs: list[QMessageBox] = []
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(self._tick)
+        self._build()
+        geometry = self.settings.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+            self.restoreState(self.settings.value("state"))
+        else:
+            self.resize(1400, 860)
+
+    # construction ---------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.view = FrameView()
+        self.view.regionClicked.connect(lambda _: self.view.setFocus())
+        self.play_button = QPushButton("Play")
+        self.play_button.clicked.connect(self.toggle_play)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.valueChanged.connect(lambda v: v != self.position and self.show_frame(v))
+        self.time_label = QLabel("--:--")
+        self.speed_box = QComboBox()
+        self.speed_box.addItems([f"{s:g}x" for s in SPEEDS])
+        self.speed_box.setCurrentIndex(SPEEDS.index(1.0))
+        self.speed_box.currentIndexChanged.connect(lambda _: self._restart_timer())
+        controls = QHBoxLayout()
+        for widget in (self.play_button, QLabel("speed"), self.speed_box):
+            controls.addWidget(widget)
+        controls.addWidget(self.slider, 1)
+        controls.addWidget(self.time_label)
+        self.timeline = Timeline()
+        self.timeline.seek.connect(self.show_frame)
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.addWidget(self.view, 1)
+        layout.addLayout(controls)
+        layout.addWidget(self.timeline)
+        self.setCentralWidget(central)
+
+        self.findings_model = FindingsModel()
+        self.table = QTableView()
+        self.table.setModel(self.findings_model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.doubleClicked.connect(lambda index: self.show_frame(self.findings_model.rows[index.row()].best_frame))
+        self.class_filter = QComboBox()
+        self.status_filter = QComboBox()
+        self.status_filter.addItems(["all", "open", "confirmed", "rejected"])
+        for box in (self.class_filter, self.status_filter):
+            box.currentIndexChanged.connect(lambda _: self.refresh_findings())
+        confirm, reject = QPushButton("Confirm (C)"), QPushButton("Reject (X)")
+        confirm.clicked.connect(lambda: self.review("confirmed"))
+        reject.clicked.connect(lambda: self.review("rejected"))
+        filters = QHBoxLayout()
+        filters.addWidget(self.class_filter)
+        filters.addWidget(self.status_filter)
+        buttons = QHBoxLayout()
+        buttons.addWidget(confirm)
+        buttons.addWidget(reject)
+        panel = QWidget()
+        column = QVBoxLayout(panel)
+        column.addLayout(filters)
+        column.addWidget(self.table)
+        column.addLayout(buttons)
+        self._dock("Findings", panel, Qt.DockWidgetArea.RightDockWidgetArea)
+
+        self.types_list = QListWidget()
+        self.labels_list = QListWidget()
+        adapt = QPushButton("Adapt (Ctrl+Return)")
+        adapt.clicked.connect(self.adapt)
+        new = QPushButton("New fault type… (Ctrl+N)")
+        new.clicked.connect(self.ask_fault_type)
+        self.quality_label = QLabel("")
+        self.quality_label.setWordWrap(True)
+        label_panel = QWidget()
+        column = QVBoxLayout(label_panel)
+        column.addWidget(QLabel("Fault types (digit keys; 0 = normal)"))
+        column.addWidget(self.types_list)
+        column.addWidget(new)
+        column.addWidget(QLabel("Labels on this video"))
+        column.addWidget(self.labels_list)
+        column.addWidget(adapt)
+        column.addWidget(self.quality_label)
+        self._dock("Labelling", label_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+
+        self.status_text = QLabel("")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(260)
+        self.progress.hide()
+        self.cancel_button = QPushButton("Cancel scan")
+        self.cancel_button.clicked.connect(self.cancel_scan)
+        self.cancel_button.hide()
+        self.statusBar().addWidget(self.status_text, 1)
+        self.statusBar().addPermanentWidget(self.progress)
+        self.statusBar().addPermanentWidget(self.cancel_button)
+        self._menus()
+
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title)
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+
+    def _action(self, menu, text: str, slot, *keys: str) -> QAction:
+        action = QAction(text, self)
+        if keys:
+            action.setShortcuts([QKeySequence(k) for k in keys])
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _menus(self) -> None:
+        bar = self.menuBar()
+        file = bar.addMenu("&File")
+        self._action(file, "Open &video…", self.ask_video, "Ctrl+O")
+        self._action(file, "Open &project…", self.ask_project, "Ctrl+Shift+O")
+        self.recent_menu = file.addMenu("Open &recent")
+        self._fill_recent()
+        self._action(file, "&Export report…", self.ask_report, "Ctrl+E")
+        file.addSeparator()
+        self._action(file, "&Quit", self.close, "Ctrl+Q")
+        play = bar.addMenu("&Playback")
+        self._action(play, "Play / pause", self.toggle_play, "Space")
+        self._action(play, "Previous frame", lambda: self.step(-1), "D", "Left")
+        self._action(play, "Next frame", lambda: self.step(1), "F", "Right")
+        self._action(play, "Back one second", lambda: self.step(-self._fps()), "Shift+Left")
+        self._action(play, "Forward one second", lambda: self.step(self._fps()), "Shift+Right")
+        self._action(play, "First frame", lambda: self.show_frame(0), "Home")
+        self._action(play, "Last frame", lambda: self.show_frame(self._frame_count() - 1), "End")
+        self._action(play, "Slower", lambda: self._speed(-1), "[")
+        self._action(play, "Faster", lambda: self._speed(1), "]")
+        label = bar.addMenu("&Label")
+        self._action(label, "Next region", self.next_region, "Tab")
+        for digit in range(1, 10):
+            self._action(label, f"Label with fault type {digit}", lambda _, d=digit: self.label_key(d), str(digit))
+        self._action(label, "Label normal", lambda: self.label_key(0), "0", "N")
+        self._action(label, "Undo label", self.undo_label, "Ctrl+Z")
+        self._action(label, "Save labels", self.save_labels, "Ctrl+S")
+        self._action(label, "New fault type…", self.ask_fault_type, "Ctrl+N")
+        self._action(label, "Adapt", self.adapt, "Ctrl+Return")
+        review = bar.addMenu("&Review")
+        self._action(review, "Confirm finding", lambda: self.review("confirmed"), "C")
+        self._action(review, "Reject finding", lambda: self.review("rejected"), "X")
+        scan = bar.addMenu("&Scan")
+        self._action(scan, "Scan this video", self.scan, "Ctrl+R")
+        self._action(scan, "Scan videos…", self.ask_scan_videos)
+        self._action(scan, "Cancel scan", self.cancel_scan)
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "&Shortcuts", self.show_shortcuts, "F1")
+
+    # opening --------------------------------------------------------------------------------
+    def open_path(self, path: Path) -> bool:
+        """A video (its project is made beside it) or a project folder; errors become a dialog."""
+        try:
+            path = Path(path)
+            if path.is_dir():
+                if not Session.is_project(path):
+                    raise InspectorError(f"{path}: not an inspector project (no project.sqlite); open a video "
+                                         "or a project folder")
+                self._open_session(path)
+                video = self.session.last_video()
+                if video is not None:
+                    self._open_video(video)
+            else:
+                project = default_project_for(path)
+                if self.session is None or self.session.project != project:
+                    self._open_session(project)
+                self._open_video(path)
+            self._remember(path)
+            return True
+        except InspectorError as exc:
+            self.error(str(exc))
+            return False
+
+    def _open_session(self, project: Path) -> None:
+        backbone = self.session.backbone if self.session is not None else None
+        session = Session.open(project, backbone=backbone)
+        if self.session is not None:
+            self.session.close()
+        self.session = session
+        if self.live is None:
+            self.live = LiveInference(session.backbone)
+            self.live.result.connect(self._live_result)
+            self.live.start()
+        self.new_types.clear()
+        self.setWindowTitle(f"inspector — {project}")
+        self.status_text.setText(f"project {project} · bundle {session.bundle.name} ({session.backbone.precision}, "
+                                 f"{session.backbone.provider})")
+        self._refresh_types()
+
+    def _open_video(self, path: Path) -> None:
+        reader = self.session.open_video(path)
+        self.slider.setRange(0, reader.info.frame_count - 1)
+        self.position = -1
+        self.show_frame(0)
+        self.refresh_findings()
+        self._refresh_labels()
+
+    def ask_video(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open video", str(self._last_dir()),
+                                              "Videos (" + " ".join(f"*{s}" for s in VIDEO_SUFFIXES) + ");;All (*)")
+        if path:
+            self.open_path(Path(path))
+
+    def ask_project(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open project", str(self._last_dir()))
+        if path:
+            self.open_path(Path(path))
+
+    def _last_dir(self) -> Path:
+        recent = self.settings.value("recent", []) or []
+        return Path(recent[0]).parent if recent else Path.home()
+
+    def _remember(self, path: Path) -> None:
+        recent = [str(path.resolve())] + [p for p in (self.settings.value("recent", []) or []) if p != str(path.resolve())]
+        self.settings.setValue("recent", recent[:8])
+        self._fill_recent()
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for item in self.settings.value("recent", []) or []:
+            self._action(self.recent_menu, item, lambda _, p=item: self.open_path(Path(p)))
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        urls = event.mimeData().urls()
+        if urls:
+            self.open_path(Path(urls[0].toLocalFile()))
+
+    # playback -------------------------------------------------------------------------------
+    def _fps(self) -> int:
+        return max(1, round(self.session.video.info.fps)) if self.session and self.session.video else 1
+
+    def _frame_count(self) -> int:
+        return self.session.video.info.frame_count if self.session and self.session.video else 1
+
+    def show_frame(self, index: int) -> None:
+        if self.session is None or self.session.video is None:
+            return
+        index = max(0, min(index, self._frame_count() - 1))
+        try:
+            frame = self.session.read(index)
+        except InspectorError as exc:
+            self.pause()
+            self.error(str(exc))
+            return
+        self.position = index
+        self.view.show_frame(frame.image, self.session.crops)
+        self.view.set_labels({x.crop: x.label for x in self.session.labels if x.frame == index})
+        self.slider.blockSignals(True)
+        self.slider.setValue(index)
+        self.slider.blockSignals(False)
+        info = self.session.video.info
+        self.time_label.setText(f"{clock(frame.timestamp)} / {clock(info.duration)}  frame {index}")
+        self.timeline.set_position(index)
+        self.live.submit(index, frame.image, self.session.crops, self.session.head)
+
+    def _live_result(self, index: int, results: list) -> None:
+        if index == self.position:
+            self.view.set_live(results)
+
+    def step(self, delta: int) -> None:
+        self.pause()
+        self.show_frame(self.position + delta)
+
+    def toggle_play(self) -> None:
+        if self.timer.isActive():
+            self.pause()
+        elif self.session is not None and self.session.video is not None:
+            self.play_button.setText("Pause")
+            self._restart_timer()
+
+    def pause(self) -> None:
+        self.timer.stop()
+        self.play_button.setText("Play")
+
+    def _restart_timer(self) -> None:
+        if self.session is None or self.session.video is None:
+            return
+        speed = SPEEDS[self.speed_box.currentIndex()]
+        interval = max(1, round(1000 / (self.session.video.info.fps * speed)))
+        if self.timer.isActive() or self.play_button.text() == "Pause":
+            self.timer.start(interval)
+
+    def _speed(self, delta: int) -> None:
+        self.speed_box.setCurrentIndex(max(0, min(len(SPEEDS) - 1, self.speed_box.currentIndex() + delta)))
+
+    def _tick(self) -> None:
+        if self.position + 1 >= self._frame_count():
+            self.pause()
+            return
+        self.show_frame(self.position + 1)
+
+    # findings -------------------------------------------------------------------------------
+    def refresh_findings(self) -> None:
+        if self.session is None or self.session.video is None:
+            return
+        findings = self.session.findings()
+        wanted_class = self.class_filter.currentText()
+        classes = sorted({f.class_name for f in findings})
+        self.class_filter.blockSignals(True)
+        self.class_filter.clear()
+        self.class_filter.addItems(["all classes"] + classes)
+        self.class_filter.setCurrentText(wanted_class if wanted_class in classes else "all classes")
+        self.class_filter.blockSignals(False)
+        status = self.status_filter.currentText()
+        shown = [f for f in findings if self.class_filter.currentText() in ("all classes", f.class_name)
+                 and status in ("all", f.status)]
+        self.findings_model.set_rows(shown, self.session.video.info.fps)
+        self.timeline.set_findings(findings, self._frame_count())
+
+    def review(self, status: str) -> None:
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
+        if not rows or self.session is None:
+            self.status_text.setText("select a finding in the table first")
+            return
+        for row in rows:
+            self.session.set_status(self.findings_model.rows[row].id, status)
+        self.refresh_findings()
+        self.table.selectRow(min(rows[-1] + 1, self.findings_model.rowCount() - 1))
+
+    # labelling ------------------------------------------------------------------------------
+    def _label_names(self) -> list[str]:
+        known = self.session.fault_types() if self.session else []
+        return known + [n for n in self.new_types if n not in known]
+
+    def _refresh_types(self) -> None:
+        self.types_list.clear()
+        for i, name in enumerate(self._label_names()[:9], start=1):
+            self.types_list.addItem(f"{i}  {name}" + ("  (new)" if name in self.new_types else ""))
+        self.types_list.addItem(f"0  {NORMAL}")
+
+    def _refresh_labels(self) -> None:
+        self.labels_list.clear()
+        if self.session is not None:
+            for x in self.session.labels:
+                self.labels_list.addItem(f"frame {x.frame}  {x.crop}  {x.label}")
+        self.view.set_labels({x.crop: x.label for x in (self.session.labels if self.session else [])
+                              if x.frame == self.position})
+
+    def next_region(self) -> None:
+        self.view.select_next()
+
+    def label_key(self, key: int) -> None:
+        if self.session is None or self.session.video is None or self.view.selected is None:
+            return
+        names = self._label_names()
+        if key == 0:
+            label = NORMAL
+        elif key <= len(names):
+            label = names[key - 1]
+        else:
+            self.status_text.setText(f"no fault type on key {key}; add one with Ctrl+N")
+            return
+        self.session.add_label(self.position, self.view.selected, label)
+        self._refresh_labels()
+
+    def undo_label(self) -> None:
+        if self.session is not None and self.session.undo_label() is not None:
+            self._refresh_labels()
+
+    def save_labels(self) -> None:
+        if self.session is not None and self.session.video is not None:
+            path = self.session.save_labels()
+            self.status_text.setText(f"labels saved to {path}")
+
+    def ask_fault_type(self) -> None:
+        name, ok = QInputDialog.getText(self, "New fault type", "Name of the new fault type (e.g. bird_nest):")
+        if ok and name.strip():
+            self.start_fault_type(name.strip())
+
+    def start_fault_type(self, name: str) -> None:
+        if name not in self.new_types:
+            self.new_types.append(name)
+        self._refresh_types()
+        key = self._label_names().index(name) + 1
+        self.status_text.setText(f"label a few frames of {name} with key {key} (0 for normal ones), then Adapt")
+
+    def adapt(self) -> None:
+        if self.session is None or self.session.video is None:
+            return
+        pending = [n for n in self.new_types if any(x.label == n for x in self.session.labels)]
+        if not pending:
+            self.error("no labels of a new fault type yet: press Ctrl+N to name one, then label frames with its key")
+            return
+        name = pending[0]
+        self.quality_label.setText(f"learning {name}…")
+        self.adapt_worker = AdaptWorker(self.session.project, self.session.bundle, self.session.backbone, name,
+                                        self.session.examples_for(name), self.session.profile)
+        self.adapt_worker.done.connect(lambda change, summary: self._adapted(name, change, summary))
+        self.adapt_worker.failed.connect(lambda message: (self.quality_label.setText(""), self.error(message)))
+        self.adapt_worker.start()
+
+    def _adapted(self, name: str, change, summary: str) -> None:
+        self.session.reload_head()
+        self.new_types.remove(name)
+        self.session.labels = [x for x in self.session.labels if x.label not in (name, NORMAL)]
+        q = change.quality
+        loo = "n/a" if q.loo_accuracy is None else f"{q.loo_accuracy:.0%}"
+        text = (f"{name} learnt in {change.seconds:.2f} s (head version {change.version}); leave-one-out "
+                f"accuracy {loo}; {summary}")
+        if q.warnings:
+            text += "\nWarning: " + "; ".join(q.warnings)
+        self.quality_label.setText(text)
+        self._refresh_types()
+        self._refresh_labels()
+        self.refresh_findings()
+        self.show_frame(self.position)
+
+    # background scans and reports -----------------------------------------------------------
+    def scan(self, videos: list[Path] | None = None) -> None:
+        if self.session is None or (videos is None and self.session.video is None):
+            self.error("open a video first (Ctrl+O)")
+            return
+        if self.scan_worker is not None and self.scan_worker.isRunning():
+            self.status_text.setText("a scan is already running")
+            return
+        videos = videos or [self.session.video.info.path]
+        self.scan_worker = ScanWorker(self.session.project, self.session.backbone, self.session.head,
+                                      self.session.profile, videos)
+        self.scan_worker.progress.connect(self._scan_progress)
+        self.scan_worker.done.connect(self._scan_done)
+        self.scan_worker.failed.connect(lambda message: (self._scan_done(""), self.error(message)))
+        self.progress.setValue(0)
+        self.progress.show()
+        self.cancel_button.show()
+        self.scan_worker.start()
+
+    def ask_scan_videos(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Scan videos", str(self._last_dir()))
+        if paths:
+            self.scan([Path(p) for p in paths])
+
+    def _scan_progress(self, name: str, frame: int, total: int, fps: float) -> None:
+        self.progress.setMaximum(total)
+        self.progress.setValue(frame)
+        self.progress.setFormat(f"{name} %p%  {fps:.0f} fps")
+
+    def _scan_done(self, summary: str) -> None:
+        self.progress.hide()
+        self.cancel_button.hide()
+        if summary:
+            self.status_text.setText(f"scan finished: {summary}")
+        self.refresh_findings()
+
+    def cancel_scan(self) -> None:
+        if self.scan_worker is not None:
+            self.scan_worker.cancel()
+
+    def ask_report(self) -> None:
+        if self.session is None:
+            self.error("open a project first")
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Export the report to", str(self.session.project))
+        if folder:
+            self.export_report(Path(folder))
+
+    def export_report(self, folder: Path) -> None:
+        self.report_worker = ReportWorker(self.session.project, folder)
+        self.report_worker.done.connect(lambda path: self.status_text.setText(f"report written: {path}"))
+        self.report_worker.failed.connect(self.error)
+        self.report_worker.start()
+
+    # dialogs ----------------------------------------------------------------------------------
+    def error(self, message: str) -> None:
+        """The CLI's one-line message, in a dialog that does not block the event loop."""
+        self.last_error = message
+        log.warning("%s", message)
+        box = QMessageBox(QMessageBox.Icon.Warning, "inspector", message, QMessageBox.StandardButton.Ok, self)
+        box.open()
+        self._dialogs = [d for d in self._dialogs if d.isVisible()] + [box]
+
+    def show_shortcuts(self) -> QDialog:
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Keyboard shortcuts")
+        table = QTableWidget(len(SHORTCUTS), 2)
+        table.setHorizontalHeaderLabels(["key", "action"])
+        for row, (key, what) in enumerate(SHORTCUTS):
+            table.setItem(row, 0, QTableWidgetItem(key))
+            table.setItem(row, 1, QTableWidgetItem(what))
+        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        layout = QVBoxLayout(dialog)
+        layout.addWidget(table)
+        dialog.resize(520, 600)
+        dialog.open()
+        return dialog
+
+    def closeEvent(self, event) -> None:
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("state", self.saveState())
+        self.timer.stop()
+        for worker in (self.scan_worker, self.adapt_worker, self.report_worker):
+            if worker is not None and worker.isRunning():
+                if isinstance(worker, ScanWorker):
+                    worker.cancel()
+                worker.wait(10000)
+        if self.live is not None:
+            self.live.stop()
+        if self.session is not None:
+            self.session.close()
+        super().closeEvent(event)
+

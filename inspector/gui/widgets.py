@@ -1,0 +1,189 @@
+"""The window's own widgets: the frame with its regions, the findings timeline, the findings table."""
+from __future__ import annotations
+
+import numpy as np
+from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QRectF, QSize, Qt, pyqtSignal
+from PyQt6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
+from PyQt6.QtWidgets import QSizePolicy, QWidget
+
+from inspector.regions import CropSpec
+from inspector.report import PALETTE, clock
+from inspector.store import FindingRecord
+
+
+def colour_for(name: str, names: list[str]) -> QColor:
+    ordered = sorted(set(names) | {name})
+    return QColor(PALETTE[ordered.index(name) % len(PALETTE)])
+
+
+class FrameView(QWidget):
+    """The current frame scaled to fit, each region outlined with its live class and score;
+    the selected region (for labelling) is drawn thicker, labelled regions carry their label."""
+
+    regionClicked = pyqtSignal(str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setMinimumSize(480, 270)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self._image: QImage | None = None
+        self._specs: list[CropSpec] = []
+        self._live: dict[str, tuple[str, float, bool]] = {}
+        self._labels: dict[str, str] = {}
+        self.selected: str | None = None
+
+    def sizeHint(self) -> QSize:
+        return QSize(960, 540)
+
+    def show_frame(self, image_bgr: np.ndarray, specs: list[CropSpec]) -> None:
+        rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
+        height, width = rgb.shape[:2]
+        self._image = QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+        self._specs = specs
+        if self.selected not in {s.name for s in specs}:
+            self.selected = specs[0].name if specs else None
+        self.update()
+
+    def set_live(self, results: list[tuple[str, str, float, bool]]) -> None:
+        self._live = {crop: (cls, score, fault) for crop, cls, score, fault in results}
+        self.update()
+
+    def set_labels(self, labels: dict[str, str]) -> None:
+        self._labels = labels
+        self.update()
+
+    def _target(self) -> QRectF:
+        if self._image is None:
+            return QRectF()
+        scale = min(self.width() / self._image.width(), self.height() / self._image.height())
+        w, h = self._image.width() * scale, self._image.height() * scale
+        return QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
+
+    def _box(self, spec: CropSpec, target: QRectF) -> QRectF:
+        x0, y0, x1, y1 = spec.box
+        return QRectF(target.x() + x0 * target.width(), target.y() + y0 * target.height(),
+                      (x1 - x0) * target.width(), (y1 - y0) * target.height())
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor("#202124"))
+        if self._image is None:
+            painter.setPen(QColor("#bbbbbb"))
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter,
+                             "Open a video or a project (File menu, Ctrl+O) or drop one here")
+            return
+        target = self._target()
+        painter.drawImage(target, self._image)
+        font = QFont()
+        font.setPointSize(9)
+        painter.setFont(font)
+        for spec in self._specs:
+            box = self._box(spec, target)
+            cls, score, fault = self._live.get(spec.name, ("", 0.0, False))
+            colour = QColor("#ff3b30") if fault else QColor("#34c759") if cls else QColor("#c7c7cc")
+            painter.setPen(QPen(colour, 3 if spec.name == self.selected else 1.5))
+            painter.drawRect(box)
+            text = f"{spec.name}: {cls} {score:.2f}" if cls else spec.name
+            if spec.name in self._labels:
+                text += f"  [label: {self._labels[spec.name]}]"
+            metrics = painter.fontMetrics()
+            back = QRectF(box.x(), box.y(), metrics.horizontalAdvance(text) + 8, metrics.height() + 4)
+            painter.fillRect(back, QColor(0, 0, 0, 170))
+            painter.setPen(QColor("white"))
+            painter.drawText(back.adjusted(4, 2, 0, 0), text)
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        target = self._target()
+        for spec in self._specs:
+            if self._box(spec, target).contains(event.position()):
+                self.selected = spec.name
+                self.regionClicked.emit(spec.name)
+                self.update()
+                return
+
+    def select_next(self) -> str | None:
+        names = [s.name for s in self._specs]
+        if names:
+            self.selected = names[(names.index(self.selected) + 1) % len(names)] if self.selected in names else names[0]
+            self.update()
+        return self.selected
+
+
+class Timeline(QWidget):
+    """Findings of the open video along its length, one lane per fault type; a click jumps there."""
+
+    seek = pyqtSignal(int)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setMinimumHeight(70)
+        self._findings: list[FindingRecord] = []
+        self._frames = 1
+        self._position = 0
+
+    def set_findings(self, findings: list[FindingRecord], frame_count: int) -> None:
+        self._findings = findings
+        self._frames = max(frame_count, 1)
+        self.update()
+
+    def set_position(self, frame: int) -> None:
+        self._position = frame
+        self.update()
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor("#2b2c2f"))
+        classes = sorted({f.class_name for f in self._findings})
+        lane = (self.height() - 8) / max(len(classes), 1)
+        names = [f.class_name for f in self._findings]
+        for row, name in enumerate(classes):
+            y = 4 + row * lane
+            for f in (f for f in self._findings if f.class_name == name):
+                x0 = f.start_frame / self._frames * self.width()
+                x1 = (f.end_frame + 1) / self._frames * self.width()
+                colour = colour_for(name, names)
+                if f.status == "rejected":
+                    colour.setAlpha(70)
+                painter.fillRect(QRectF(x0, y, max(x1 - x0, 2), lane - 2), colour)
+            painter.setPen(QColor("#dddddd"))
+            painter.drawText(QRectF(4, y, 300, lane), Qt.AlignmentFlag.AlignVCenter, name)
+        x = self._position / self._frames * self.width()
+        painter.setPen(QPen(QColor("white"), 2))
+        painter.drawLine(int(x), 0, int(x), self.height())
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        self.seek.emit(int(event.position().x() / max(self.width(), 1) * self._frames))
+
+
+class FindingsModel(QAbstractTableModel):
+    COLUMNS = ("time", "region", "class", "score", "frames", "status")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[FindingRecord] = []
+        self.fps = 25.0
+
+    def set_rows(self, rows: list[FindingRecord], fps: float) -> None:
+        self.beginResetModel()
+        self.rows, self.fps = rows, fps
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex | None = None) -> int:
+        return len(self.rows)
+
+    def columnCount(self, parent: QModelIndex | None = None) -> int:
+        return len(self.COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        f = self.rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return (clock(f.start_frame / self.fps), f.crop, f.class_name, f"{f.best_score:.2f}", str(f.frames),
+                    f.status)[index.column()]
+        if role == Qt.ItemDataRole.ForegroundRole and index.column() == 5:
+            return QColor({"confirmed": "#1a7f37", "rejected": "#888888"}.get(f.status, "#9a6700"))
+        return None

@@ -1,0 +1,183 @@
+"""The desktop app, driven by keyboard as an operator would (pytest-qt, offscreen)."""
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from PyQt6.QtCore import QSettings, Qt, QTimer
+
+from inspector.gui.main_window import SHORTCUTS, MainWindow
+from inspector.store import Store
+
+DEMO = Path(__file__).resolve().parents[2] / "assets" / "demo"
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.resize(1400, 860)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.close()
+
+
+@pytest.fixture
+def demo_video(tmp_path):
+    return Path(shutil.copy(DEMO / "demo.mp4", tmp_path / "demo.mp4"))
+
+
+def key(qtbot, win, name, modifier=Qt.KeyboardModifier.NoModifier):
+    qtbot.keyClick(win, name, modifier)
+
+
+class StallMeter:
+    """The longest gap between 10 ms heartbeats of the event loop: how long the window froze."""
+
+    def __init__(self) -> None:
+        self.gaps: list[float] = []
+        self._last = time.perf_counter()
+        self._timer = QTimer()
+        self._timer.timeout.connect(self._beat)
+
+    def _beat(self) -> None:
+        now = time.perf_counter()
+        self.gaps.append(now - self._last)
+        self._last = now
+
+    def __enter__(self) -> "StallMeter":
+        self._last = time.perf_counter()
+        self._timer.start(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.stop()
+
+    @property
+    def longest_ms(self) -> float:
+        return max(self.gaps) * 1000
+
+
+def test_open_step_play_and_live_overlay(qtbot, window, demo_video):
+    assert window.open_path(demo_video)
+    assert window.position == 0 and window.session.project == tmp_project(demo_video)
+    key(qtbot, window, Qt.Key.Key_F)
+    key(qtbot, window, Qt.Key.Key_Right)
+    assert window.position == 2
+    key(qtbot, window, Qt.Key.Key_D)
+    assert window.position == 1
+    key(qtbot, window, Qt.Key.Key_Right, Qt.KeyboardModifier.ShiftModifier)
+    assert window.position == 11
+    qtbot.waitUntil(lambda: "track" in window.view._live, timeout=10000)
+    assert window.view._live["track"][0]  # the track region carries a class and a score
+    key(qtbot, window, Qt.Key.Key_Space)
+    qtbot.waitUntil(lambda: window.position > 15, timeout=5000)
+    key(qtbot, window, Qt.Key.Key_Space)
+    stopped = window.position
+    qtbot.wait(200)
+    assert window.position == stopped
+    key(qtbot, window, Qt.Key.Key_End)
+    assert window.position == 329
+
+
+def tmp_project(video: Path) -> Path:
+    return video.parent / "demo.inspector"
+
+
+def test_background_scan_keeps_the_window_responsive_then_review_and_export(qtbot, window, demo_video, tmp_path):
+    window.open_path(demo_video)
+    with StallMeter() as meter:
+        key(qtbot, window, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+        assert window.scan_worker is not None
+        qtbot.waitUntil(lambda: not window.scan_worker.isRunning(), timeout=60000)
+    qtbot.waitUntil(lambda: window.findings_model.rowCount() > 0, timeout=5000)
+    print(f"longest event-loop stall during the scan: {meter.longest_ms:.0f} ms over {len(meter.gaps)} beats")
+    assert len(meter.gaps) > 20 and meter.longest_ms < 100, f"the window stalled {meter.longest_ms:.0f} ms"
+    assert "scan finished" in window.status_text.text()
+    window.table.selectRow(0)
+    first = window.findings_model.rows[0].id
+    key(qtbot, window, Qt.Key.Key_C)
+    with Store(tmp_project(demo_video)) as store:
+        assert next(f for f in store.findings() if f.id == first).status == "confirmed"
+    window.table.selectRow(0)
+    key(qtbot, window, Qt.Key.Key_X)
+    with Store(tmp_project(demo_video)) as store:
+        assert next(f for f in store.findings() if f.id == first).status == "rejected"
+    window.export_report(tmp_path / "report")
+    qtbot.waitUntil(lambda: (tmp_path / "report" / "report.html").exists(), timeout=20000)
+    qtbot.waitUntil(lambda: "report written" in window.status_text.text(), timeout=5000)
+    assert "status-rejected" in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_label_a_new_fault_type_and_adapt(qtbot, window, demo_video):
+    window.open_path(demo_video)
+    window.scan()
+    qtbot.waitUntil(lambda: not window.scan_worker.isRunning(), timeout=60000)
+    window.start_fault_type("bird_nest")
+    bird_key = window._label_names().index("bird_nest") + 1
+    for frame, crop in [(1, "catenary[3]"), (5, "catenary[2]"), (11, "catenary[1]"), (80, "catenary[2]"),
+                        (86, "catenary[1]")]:
+        window.show_frame(frame)
+        while window.view.selected != crop:
+            key(qtbot, window, Qt.Key.Key_Tab)
+        key(qtbot, window, getattr(Qt.Key, f"Key_{bird_key}"))
+    assert window.labels_list.count() == 5
+    key(qtbot, window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert window.labels_list.count() == 4
+    window.show_frame(86)
+    key(qtbot, window, getattr(Qt.Key, f"Key_{bird_key}"))
+    key(qtbot, window, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
+    assert (tmp_project(demo_video) / "labels.csv").read_text().count("bird_nest") == 5
+    with StallMeter() as meter:
+        key(qtbot, window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+        qtbot.waitUntil(lambda: "learnt" in window.quality_label.text(), timeout=30000)
+    print(f"longest event-loop stall while adapting: {meter.longest_ms:.0f} ms over {len(meter.gaps)} beats")
+    assert meter.longest_ms < 100, f"the window stalled {meter.longest_ms:.0f} ms while adapting"
+    assert "bird_nest" in window.session.head.classes
+    assert "bird_nest" in {f.class_name for f in window.findings_model.rows}
+    assert window.labels_list.count() == 0 and not window.new_types
+
+
+def test_errors_are_shown_as_the_cli_line(qtbot, window, tmp_path):
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video")
+    assert not window.open_path(notes)
+    assert "not a readable video" in window.last_error
+    assert not window.open_path(tmp_path)
+    assert "not an inspector project" in window.last_error
+    window.adapt()  # nothing open: silently nothing
+    window.scan()
+    assert "open a video first" in window.last_error
+
+
+def test_shortcuts_dialog_lists_every_key(qtbot, window):
+    dialog = window.show_shortcuts()
+    table = dialog.layout().itemAt(0).widget()
+    assert table.rowCount() == len(SHORTCUTS)
+    assert {table.item(r, 0).text() for r in range(table.rowCount())} >= {"Space", "Ctrl+Z", "Ctrl+S", "F1"}
+
+
+def test_window_state_and_recent_files_are_remembered(qtbot, tmp_path, demo_video):
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    first = MainWindow(settings)
+    qtbot.addWidget(first)
+    first.show()
+    first.resize(780, 560)  # above the minimum size, within the offscreen platform's 800 x 600 screen
+    first.open_path(demo_video)
+    first.close()
+    second = MainWindow(settings)
+    qtbot.addWidget(second)
+    assert (second.size().width(), second.size().height()) == (780, 560)
+    assert [a.text() for a in second.recent_menu.actions()] == [str(demo_video.resolve())]
+    second.close()
+
+
+def test_screenshot_of_the_main_window(qtbot, window, demo_video, tmp_path):
+    window.open_path(demo_video)
+    window.show_frame(5)
+    qtbot.waitUntil(lambda: "track" in window.view._live, timeout=10000)
+    path = tmp_path / "main_window.png"
+    assert window.grab().save(str(path))
+    assert path.stat().st_size > 50_000  # a real picture, not an empty grey window
