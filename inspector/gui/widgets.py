@@ -145,8 +145,10 @@ class Timeline(QWidget):
                 if f.status == "rejected":
                     colour.setAlpha(70)
                 painter.fillRect(QRectF(x0, y, max(x1 - x0, 2), lane - 2), colour)
-            painter.setPen(QColor("#dddddd"))
-            painter.drawText(QRectF(4, y, 300, lane), Qt.AlignmentFlag.AlignVCenter, name)
+            width = painter.fontMetrics().horizontalAdvance(name) + 8
+            painter.fillRect(QRectF(2, y + 1, width, lane - 4), QColor(0, 0, 0, 150))
+            painter.setPen(QColor("#eeeeee"))
+            painter.drawText(QRectF(6, y, width, lane), Qt.AlignmentFlag.AlignVCenter, name)
         x = self._position / self._frames * self.width()
         painter.setPen(QPen(QColor("white"), 2))
         painter.drawLine(int(x), 0, int(x), self.height())
