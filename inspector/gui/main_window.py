@@ -135,7 +135,7 @@ class MainWindow(QMainWindow):
         buttons.addWidget(confirm)
         buttons.addWidget(reject)
         panel = QWidget()
-        panel.setMinimumWidth(440)
+        panel.setMinimumWidth(400)
         column = QVBoxLayout(panel)
         column.addLayout(filters)
         column.addWidget(self.table)
