@@ -184,3 +184,52 @@ def test_screenshot_of_the_main_window(qtbot, window, demo_video, tmp_path):
     path = tmp_path / "main_window.png"
     assert window.grab().save(str(path))
     assert path.stat().st_size > 50_000  # a real picture, not an empty grey window
+
+
+def test_cancel_a_background_scan(qtbot, window, tmp_path):
+    from tests.factories import make_video
+
+    long_video = make_video(tmp_path / "long.mp4", 3000, size=(640, 360), fps=25)
+    window.open_path(long_video)
+    window.scan()
+    qtbot.waitUntil(lambda: window.progress.value() > 0, timeout=20000)
+    window.cancel_button.click()
+    qtbot.waitUntil(lambda: not window.scan_worker.isRunning(), timeout=20000)
+    assert window.progress.isHidden()
+    with Store(tmp_path / "long.inspector") as store:
+        scan = store.scans()[0]
+        assert scan.status == "interrupted" and 0 < scan.frames_done < 3000
+
+
+def test_drop_scrub_speed_timeline_and_filters(qtbot, window, demo_video):
+    from PyQt6.QtCore import QMimeData, QPointF, QUrl
+    from PyQt6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(demo_video))])
+    drop = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                      Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(drop)
+    assert window.session is not None and window.session.video.info.path == demo_video
+    window.slider.setValue(120)  # scrubbing
+    assert window.position == 120
+    key(qtbot, window, Qt.Key.Key_BracketRight)
+    assert window.speed_box.currentText() == "2x"
+    key(qtbot, window, Qt.Key.Key_BracketLeft)
+    key(qtbot, window, Qt.Key.Key_BracketLeft)
+    assert window.speed_box.currentText() == "0.5x"
+    window.scan()
+    qtbot.waitUntil(lambda: not window.scan_worker.isRunning(), timeout=60000)
+    qtbot.waitUntil(lambda: window.findings_model.rowCount() > 0, timeout=5000)
+    qtbot.mouseClick(window.timeline, Qt.MouseButton.LeftButton,
+                     pos=window.timeline.rect().center())
+    assert abs(window.position - 165) <= 2  # the middle of 330 frames
+    everything = window.findings_model.rowCount()
+    window.class_filter.setCurrentText("fastener_clip_missing")
+    shown = {f.class_name for f in window.findings_model.rows}
+    assert shown == {"fastener_clip_missing"} and window.findings_model.rowCount() < everything
+    window.class_filter.setCurrentText("all classes")
+    window.table.selectRow(0)
+    key(qtbot, window, Qt.Key.Key_C)
+    window.status_filter.setCurrentText("confirmed")
+    assert window.findings_model.rowCount() == 1 and window.findings_model.rows[0].status == "confirmed"
