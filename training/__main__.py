@@ -1,4 +1,4 @@
-"""``python -m training pretrain|evaluate|export``."""
+"""``python -m training pretrain|meta-train|evaluate|export``."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     pre.add_argument("--epochs", type=int, default=12)
     pre.add_argument("--imagenet-weights", action="store_true",
                      help="start from torchvision's ImageNet weights (needs them downloaded)")
+    meta = sub.add_parser("meta-train", help="episodic meta-training (MAML, FOMAML, ANIL, Reptile, ProtoNet, Matching)")
+    meta.add_argument("--config", type=Path, required=True, help="a TOML file such as training/configs/anil.toml")
+    meta.add_argument("--steps", type=int, help="override the number of meta-steps")
+    meta.add_argument("--out", type=Path, help="override the output folder")
+    meta.add_argument("--data", type=Path, help="override the data folder")
     exp = sub.add_parser("export", help="export a checkpoint as a model bundle")
     exp.add_argument("checkpoint", type=Path)
     exp.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -43,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         from training.pretrain import PretrainConfig, pretrain
         pretrain(PretrainConfig(args.data, args.out, args.input_size, args.epochs,
                                 imagenet_weights=args.imagenet_weights))
+    elif args.command == "meta-train":
+        from training.train import TrainConfig, meta_train
+
+        cfg = TrainConfig.from_toml(args.config, steps=args.steps, out_dir=args.out, data_root=args.data)
+        print(f"wrote {meta_train(cfg)}")
     elif args.command == "evaluate":
         from inspector.model import load_bundle
         from training.evaluate import evaluate_checkpoint, write_result

@@ -81,6 +81,9 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     size = int(state.get("input_size", 128))
     net = EmbeddingNet(num_classes=len(state["labels"]))
     net.load_state_dict(state["model"])
+    # A meta-trained checkpoint carries the inner loop it learned; pre-training uses the fixed one.
+    adaptation = state.get("adaptation", BASELINE_ADAPTATION)
+    algorithm = state.get("algorithm", algorithm)
     extractor = FeatureExtractor(net).eval()
     out.mkdir(parents=True, exist_ok=True)
     fp32_path = out / "backbone.onnx"
@@ -94,11 +97,11 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
 
     with torch.no_grad():
         reference = extractor(_to_tensor(test_crops[:32])).numpy()
-    params = AdaptationParams.from_json(BASELINE_ADAPTATION, "export")
+    params = AdaptationParams.from_json(adaptation, "export")
     meta = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "name": out.name,
             "input": {"size": size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "channels": "RGB"},
             "embedding_size": EMBEDDING_SIZE, "backbones": {"fp32": fp32_path.name},
-            "adaptation": BASELINE_ADAPTATION}
+            "adaptation": adaptation}
     (out / "bundle.json").write_text(json.dumps(meta, indent=2))
     fp32 = Backbone(load_bundle(out), "fp32", threads=2)
     max_diff = float(np.abs(fp32.embed(test_crops[:32]) - reference).max())
@@ -139,7 +142,8 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
                        "base_head_accuracy_fp32": round(acc_fp32, 4),
                        "base_head_accuracy_int8": round(acc_int8, 4),
                        "base_head_test_crops": len(test_labels)},
-        "notes": "adaptation schedule fixed (not meta-learned) for this baseline bundle",
+        "notes": ("adaptation schedule fixed (not meta-learned) for this baseline bundle" if "adaptation" not in state
+                  else "adaptation schedule meta-learned (per-step step sizes, logit scale)"),
     }
     (out / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
     load_bundle(out)  # the result must load as the runtime loads it

@@ -5,7 +5,6 @@ resumes; a CSV log records loss and accuracy per epoch.
 """
 from __future__ import annotations
 
-import csv
 import logging
 import random
 import time
@@ -18,6 +17,7 @@ from torch import nn
 
 from training.augment import load_rgb, train_pipeline
 from training.backbone import EmbeddingNet
+from training.runlog import append_row, save_atomically
 from training.sources import load_sources
 
 log = logging.getLogger(__name__)
@@ -100,14 +100,9 @@ def pretrain(cfg: PretrainConfig) -> Path:
         row = {"epoch": epoch, "loss": total_loss / seen, "train_acc": correct / seen,
                "seconds": round(time.time() - started, 1)}
         log.info("epoch %d loss %.3f acc %.3f (%.0fs)", epoch, row["loss"], row["train_acc"], row["seconds"])
-        new_log = not log_path.exists()
-        with log_path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new_log:
-                writer.writeheader()
-            writer.writerow(row)
-        torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                    "schedule": schedule.state_dict(), "epoch": epoch, "labels": labels}, ckpt_path)
-    torch.save({"model": model.state_dict(), "labels": labels, "input_size": cfg.input_size},
-               cfg.out_dir / "pretrain_final.pt")
+        append_row(log_path, row)
+        save_atomically({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
+                         "schedule": schedule.state_dict(), "epoch": epoch, "labels": labels}, ckpt_path)
+    save_atomically({"model": model.state_dict(), "labels": labels, "input_size": cfg.input_size},
+                    cfg.out_dir / "pretrain_final.pt")
     return cfg.out_dir / "pretrain_final.pt"

@@ -1,0 +1,138 @@
+"""The training package on small CPU problems: sampler, every algorithm learning a toy task,
+resume, export (torch vs ONNX, int8). Needs the train extra (torch, torchvision)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.training.toy import toy_pool
+from training.algorithms import Algorithm, MetaConfig, make
+from training.backbone import EmbeddingNet, FeatureExtractor
+from training.train import TrainConfig, meta_train
+
+torch.set_num_threads(2)
+
+# Per algorithm: settings under which it learns the toy family in a few dozen steps from scratch.
+SETTINGS = {
+    Algorithm.ANIL: dict(lr=3e-4, steps=60),
+    Algorithm.MAML: dict(lr=3e-4, steps=40),
+    Algorithm.FOMAML: dict(lr=3e-4, steps=60),
+    Algorithm.REPTILE: dict(lr=3e-4, steps=60),
+    Algorithm.PROTONET: dict(lr=1e-3, steps=100),
+    Algorithm.MATCHING: dict(lr=1e-3, steps=60),
+}
+META = MetaConfig(inner_steps=3, inner_lr=0.5, backbone_inner_lr=0.01, logit_scale=5.0, batchnorm="batch")
+
+
+def held_out(learner, pool, tasks=30):
+    rng = np.random.default_rng(123)
+    losses, accuracies = [], []
+    for _ in range(tasks):
+        loss, acc = learner.outer_loss(pool.sample(rng, 3, 3, 5))
+        losses.append(loss.item())
+        accuracies.append(acc)
+    return float(np.mean(losses)), float(np.mean(accuracies))
+
+
+def config(tmp_path, algorithm, **changes):
+    values = dict(input_size=32, meta_batch=2, way=3, shot=3, queries=3, meta_lr=1e-3, log_every=10,
+                  checkpoint_every=10, meta=META, **SETTINGS[Algorithm(algorithm)])
+    values.update(changes)
+    return TrainConfig(str(algorithm), tmp_path / str(algorithm), **values)
+
+
+def test_sampler_draws_seeded_well_formed_tasks():
+    pool = toy_pool(per_class=10)
+    first = pool.sample(np.random.default_rng(5), 3, 2, 4)
+    again = pool.sample(np.random.default_rng(5), 3, 2, 4)
+    assert first.support_x.shape == (6, 3, 32, 32) and first.query_x.shape == (12, 3, 32, 32)
+    assert sorted(first.support_y.tolist()) == [0, 0, 1, 1, 2, 2] and first.way == 3
+    assert torch.equal(first.support_y, again.support_y)
+    many = pool.sample(np.random.default_rng(0), 9, 1, 1)  # asks for more classes than exist
+    assert many.way == 4 and many.query_y.tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="fewer than two classes"):
+        pool.sample(np.random.default_rng(0), 3, 8, 8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", list(Algorithm))
+def test_every_algorithm_learns_the_toy_task(tmp_path, algorithm):
+    torch.manual_seed(0)
+    cfg = config(tmp_path, algorithm)
+    train_pool, test_pool = toy_pool(per_class=100, seed=0), toy_pool(per_class=30, seed=1)
+    learner = make(algorithm, EmbeddingNet(), cfg.meta)
+    learner.train()
+    before = held_out(learner, test_pool)
+    final = meta_train(cfg, train_pool)
+    learner.load_state_dict(torch.load(cfg.out_dir / "meta_last.pt", weights_only=True)["learner"])
+    learner.train()
+    after = held_out(learner, test_pool)
+    assert after[0] < before[0], (before, after)  # held-out query loss goes down
+    assert after[1] >= before[1] + 0.05, (before, after)  # and accuracy up
+    state = torch.load(final, weights_only=True)
+    assert state["algorithm"] == algorithm and state["adaptation"]["inner_steps"] == 3
+    assert (cfg.out_dir / "meta_curves.png").stat().st_size > 0
+    assert (cfg.out_dir / "meta_log.csv").read_text().splitlines()[0] == "step,loss,query_acc,seconds"
+
+
+def test_learned_step_sizes_go_into_the_adaptation(tmp_path):
+    torch.manual_seed(0)
+    cfg = config(tmp_path, Algorithm.ANIL, steps=20)
+    meta_train(cfg, toy_pool(per_class=30))
+    adaptation = torch.load(cfg.out_dir / "meta_final.pt", weights_only=True)["adaptation"]
+    assert len(adaptation["step_sizes"]) == 3 and adaptation["step_sizes"] != [0.5, 0.5, 0.5]
+    assert adaptation["logit_scale"] != 5.0
+
+
+def test_interrupted_training_resumes_where_it_stopped(tmp_path):
+    torch.manual_seed(0)
+    pool = toy_pool(per_class=20)
+    first = config(tmp_path, Algorithm.PROTONET, steps=10)
+    meta_train(first, pool)
+    saved = torch.load(first.out_dir / "meta_last.pt", weights_only=True)
+    assert saved["step"] == 10
+    resumed = config(tmp_path, Algorithm.PROTONET, steps=20)
+    meta_train(resumed, pool)
+    rows = (first.out_dir / "meta_log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["step", "10", "20"]  # no step ran twice
+    assert torch.load(first.out_dir / "meta_last.pt", weights_only=True)["step"] == 20
+
+
+def test_config_file_round_trip(tmp_path):
+    path = tmp_path / "anil.toml"
+    path.write_text('algorithm = "anil"\nout_dir = "runs/x"\nsteps = 7\n[meta]\ninner_steps = 4\n')
+    cfg = TrainConfig.from_toml(path, steps=9)
+    assert (cfg.algorithm, cfg.steps, cfg.meta.inner_steps) == ("anil", 9, 4)
+    path.write_text('algorithm = "anil"\nout_dir = "x"\nstepz = 7\n')
+    with pytest.raises(ValueError, match="unknown settings"):
+        TrainConfig.from_toml(path)
+
+
+def test_export_matches_torch_and_int8_loads(tmp_path):
+    from inspector.model import Backbone, load_bundle
+    from training.export import export_onnx, quantize_int8
+
+    torch.manual_seed(0)
+    net = EmbeddingNet().eval()
+    extractor = FeatureExtractor(net).eval()
+    export_onnx(extractor, 32, tmp_path / "backbone.onnx")
+    crops = toy_pool(per_class=8).by_source["stripes"]
+    images = np.stack([img[:32, :32] for imgs in crops.values() for img in imgs])
+    quantize_int8(tmp_path / "backbone.onnx", tmp_path / "backbone.int8.onnx", images)
+    (tmp_path / "bundle.json").write_text(json.dumps({
+        "format": "inspector-bundle", "format_version": 1, "name": "toy",
+        "input": {"size": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+        "embedding_size": 512, "backbones": {"fp32": "backbone.onnx", "int8": "backbone.int8.onnx"},
+        "adaptation": {"inner_steps": 3, "step_sizes": [0.5], "logit_scale": 5.0}}))
+    bundle = load_bundle(tmp_path)
+    from training.export import _to_tensor
+
+    with torch.no_grad():
+        reference = extractor(_to_tensor(images[:16])).numpy()
+    fp32 = Backbone(bundle, "fp32", threads=2).embed(images[:16])
+    int8 = Backbone(bundle, "int8", threads=2).embed(images[:16])
+    assert np.abs(fp32 - reference).max() < 1e-4
+    cosine = (int8 * reference).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosine.min() > 0.9  # int8 keeps the embedding's direction
+    assert (tmp_path / "backbone.int8.onnx").stat().st_size < (tmp_path / "backbone.onnx").stat().st_size / 3

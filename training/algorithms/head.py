@@ -1,0 +1,38 @@
+"""The deployed head, differentiable: what ``inspector.adapt`` replays, written in torch so that
+meta-training can learn through it.
+
+Features are centred on the support mean and L2-normalised; the head starts at zero for every
+class (one initialisation for any number of classes) and takes ``len(step_sizes)`` gradient steps
+on the class-balanced cross-entropy of ``logit_scale * (W x + b)``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def balanced_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    counts = torch.bincount(targets, minlength=num_classes).to(logits.dtype)
+    weights = 1.0 / (counts[targets] * (counts > 0).sum())
+    return (F.cross_entropy(logits, targets, reduction="none") * weights).sum()
+
+
+def adapt_head(support: torch.Tensor, targets: torch.Tensor, num_classes: int, step_sizes: torch.Tensor,
+               logit_scale: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (weight, bias, centre); with ``create_graph`` the result stays differentiable with
+    respect to the support features, the step sizes and the logit scale (second order)."""
+    center = support.mean(dim=0)
+    x = F.normalize(support - center, dim=1)
+    weight = torch.zeros(num_classes, x.shape[1], dtype=x.dtype, device=x.device, requires_grad=True)
+    bias = torch.zeros(num_classes, dtype=x.dtype, device=x.device, requires_grad=True)
+    for lr in step_sizes:
+        loss = balanced_cross_entropy(logit_scale * (x @ weight.T + bias), targets, num_classes)
+        grad_w, grad_b = torch.autograd.grad(loss, (weight, bias), create_graph=create_graph)
+        weight = weight - lr * grad_w
+        bias = bias - lr * grad_b
+    return weight, bias, center
+
+
+def head_logits(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, center: torch.Tensor,
+                logit_scale: torch.Tensor) -> torch.Tensor:
+    return logit_scale * (F.normalize(features - center, dim=1) @ weight.T + bias)
