@@ -8,7 +8,8 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training", description="The model makers' side of inspector: "
+                                     "pre-train, meta-train, evaluate and export the backbone.")
     sub = parser.add_subparsers(dest="command", required=True)
     pre = sub.add_parser("pretrain", help="supervised pre-training of the ResNet18 backbone")
     pre.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--queries", type=int, default=15)
     ev.add_argument("--episodes", type=int, default=600)
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--bundle", type=Path, help="take the adaptation parameters from this bundle")
+    ev.add_argument("--bundle", type=Path, help="take the adaptation parameters from this bundle (default: the "
+                                                "checkpoint's meta-learned ones, else the shipped bundle's)")
     ev.add_argument("--holdout-groups", type=float)
     ev.add_argument("--split-seed", type=int, default=0)
     ev.add_argument("--group-column", default="group")
@@ -54,10 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig.from_toml(args.config, steps=args.steps, out_dir=args.out, data_root=args.data)
         print(f"wrote {meta_train(cfg)}")
     elif args.command == "evaluate":
-        from inspector.model import load_bundle
+        import torch
+
+        from inspector.model import AdaptationParams, load_bundle
         from training.evaluate import evaluate_checkpoint, write_result
 
-        params = load_bundle(args.bundle).adaptation
+        learned = torch.load(args.checkpoint, map_location="cpu", weights_only=True).get("adaptation")
+        params = (AdaptationParams.from_json(learned, str(args.checkpoint)) if learned and args.bundle is None
+                  else load_bundle(args.bundle).adaptation)  # a meta-trained checkpoint's own inner loop
         classes = args.classes.split(",") if args.classes else None
         result = evaluate_checkpoint(args.checkpoint, args.dataset, args.way, args.shot, args.queries,
                                      args.episodes, params, args.seed, args.holdout_groups, args.group_column,
