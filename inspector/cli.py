@@ -216,11 +216,11 @@ def _scan_videos(args: argparse.Namespace, bundle, store, head) -> int:
           f"{len(scanner.specs)} crops per frame, project {args.project}", file=sys.stderr)
     bar = ProgressBar()
     total = len(args.videos)
-    position = {"n": 0}
+    current = 0  # number of the video being scanned, for the bar's label
 
     def progress(p) -> None:
         if not args.quiet:
-            bar.update(f"[{position['n']}/{total}] {p.video.name}", p.frame, p.frame_count,
+            bar.update(f"[{current}/{total}] {p.video.name}", p.frame, p.frame_count,
                        p.frames_per_second, p.eta_seconds)
 
     def on_result(result: ScanResult) -> None:
@@ -239,7 +239,8 @@ def _scan_videos(args: argparse.Namespace, bundle, store, head) -> int:
         print(f"inspector: error: {exc}", file=sys.stderr)
 
     def on_start(index: int, path: Path) -> None:
-        position["n"] = index + 1
+        nonlocal current
+        current = index + 1
 
     try:
         results, failed = scan_many(scanner, args.videos, progress, None, on_start, on_result, on_error)
