@@ -50,7 +50,8 @@ SHORTCUTS = (
     ("Space", "play / pause"), ("D or Left", "previous frame"), ("F or Right", "next frame"),
     ("Shift+Left / Shift+Right", "one second back / forward"), ("Home / End", "first / last frame"),
     ("[ / ]", "slower / faster playback"), ("Tab", "select the next region"),
-    ("1 ... 9", "label the selected region with fault type 1 ... 9"), ("0 or N", "label it normal"),
+    ("drag on the frame", "draw a box to label instead of a region"), ("Esc", "forget the drawn box"),
+    ("1 ... 9", "label the drawn box or the selected region with fault type 1 ... 9"), ("0 or N", "label it normal"),
     ("Ctrl+Z", "undo the last label"), ("Ctrl+S", "save the labels (labels.csv in the project)"),
     ("Ctrl+N", "new fault type"), ("Ctrl+Return", "adapt: learn the new fault type from its labels"),
     ("C / X", "confirm / reject the selected finding"), ("Ctrl+R", "scan the open video in the background"),
@@ -88,6 +89,8 @@ class MainWindow(QMainWindow):
     def _build(self) -> None:
         self.view = FrameView()
         self.view.regionClicked.connect(lambda _: self.view.setFocus())
+        self.view.boxDrawn.connect(lambda box: self.status_text.setText(
+            f"box {box} drawn: a digit labels it, Esc goes back to the regions"))
         self.play_button = QPushButton("Play")
         self.play_button.clicked.connect(self.toggle_play)
         self.slider = QSlider(Qt.Orientation.Horizontal)
@@ -209,6 +212,7 @@ class MainWindow(QMainWindow):
         self._action(play, "Faster", lambda: self._speed(1), "]")
         label = bar.addMenu("&Label")
         self._action(label, "Next region", self.next_region, "Tab")
+        self._action(label, "Forget the drawn box", self.view.clear_box, "Esc")
         for digit in range(1, 10):
             self._action(label, f"Label with fault type {digit}", lambda _, d=digit: self.label_key(d), str(digit))
         self._action(label, "Label normal", lambda: self.label_key(0), "0", "N")
@@ -327,7 +331,7 @@ class MainWindow(QMainWindow):
             return
         self.position = index
         self.view.show_frame(frame.image, self.session.crops)
-        self.view.set_labels({x.crop: x.label for x in self.session.labels if x.frame == index})
+        self.view.set_labels({x.target: x.label for x in self.session.labels if x.frame == index})
         self.slider.blockSignals(True)
         self.slider.setValue(index)
         self.slider.blockSignals(False)
@@ -415,15 +419,16 @@ class MainWindow(QMainWindow):
         self.labels_list.clear()
         if self.session is not None:
             for x in self.session.labels:
-                self.labels_list.addItem(f"frame {x.frame}  {x.crop}  {x.label}")
-        self.view.set_labels({x.crop: x.label for x in (self.session.labels if self.session else [])
+                self.labels_list.addItem(f"frame {x.frame}  {x.target}  {x.label}")
+        self.view.set_labels({x.target: x.label for x in (self.session.labels if self.session else [])
                               if x.frame == self.position})
 
     def next_region(self) -> None:
         self.view.select_next()
 
     def label_key(self, key: int) -> None:
-        if self.session is None or self.session.video is None or self.view.selected is None:
+        """Label the drawn box if there is one, else the selected region."""
+        if self.session is None or self.session.video is None or (self.view.selected is None and self.view.box is None):
             return
         names = self._label_names()
         if key == 0:
@@ -433,7 +438,7 @@ class MainWindow(QMainWindow):
         else:
             self.status_text.setText(f"no fault type on key {key}; add one with Ctrl+N")
             return
-        self.session.add_label(self.position, self.view.selected, label)
+        self.session.add_label(self.position, self.view.selected, label, self.view.box)
         self._refresh_labels()
 
     def undo_label(self) -> None:

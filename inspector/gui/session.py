@@ -23,11 +23,17 @@ def default_project_for(video: Path) -> Path:
 
 @dataclass
 class Label:
-    """An operator's label on the current video, waiting to become an example."""
+    """An operator's label on the current video, waiting to become an example: a region (crop)
+    of a frame, or a box drawn on it (frame pixels)."""
 
     frame: int
-    crop: str
+    crop: str | None
     label: str
+    box: tuple[int, int, int, int] | None = None
+
+    @property
+    def target(self) -> str:
+        return self.crop if self.box is None else f"box {' '.join(map(str, self.box))}"
 
 
 @dataclass
@@ -106,9 +112,11 @@ class Session:
         """Fault classes the operator can label with, in key order (1, 2, ...)."""
         return [c for c, normal in zip(self.head.classes, self.head.normal) if not normal]
 
-    def add_label(self, frame: int, crop: str, label: str) -> None:
-        self.labels = [x for x in self.labels if (x.frame, x.crop) != (frame, crop)]
-        self.labels.append(Label(frame, crop, label))
+    def add_label(self, frame: int, crop: str | None, label: str,
+                  box: tuple[int, int, int, int] | None = None) -> None:
+        new = Label(frame, None if box else crop, label, box)
+        self.labels = [x for x in self.labels if (x.frame, x.target) != (frame, new.target)]
+        self.labels.append(new)
 
     def undo_label(self) -> Label | None:
         return self.labels.pop() if self.labels else None
@@ -121,15 +129,16 @@ class Session:
         path = self.project / "labels.csv"
         with path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["video", "frame", "region", "label"])
+            writer.writerow(["video", "frame", "region", "box", "label"])
             for x in self.labels:
-                writer.writerow([str(self.video.info.path), x.frame, x.crop, x.label])
+                box = " ".join(map(str, x.box)) if x.box else ""
+                writer.writerow([str(self.video.info.path), x.frame, x.crop or "", box, x.label])
         return path
 
     def examples_for(self, name: str) -> list[LabelledExample]:
         """The pending labels of a new fault type ``name`` and the normal ones, as examples."""
         assert self.video is not None
-        return [LabelledExample(i + 1, x.label, self.video.info.path, x.frame, x.crop)
+        return [LabelledExample(i + 1, x.label, self.video.info.path, x.frame, x.crop, x.box)
                 for i, x in enumerate(self.labels) if x.label in (name, NORMAL)]
 
     def library(self, backbone: Backbone | None = None, store: Store | None = None) -> FaultLibrary:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QRectF, QSize, Qt, pyqtSignal
+from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QPointF, QRectF, QSize, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
 from PyQt6.QtWidgets import QSizePolicy, QWidget
 
@@ -18,9 +18,11 @@ def colour_for(name: str, names: list[str]) -> QColor:
 
 class FrameView(QWidget):
     """The current frame scaled to fit, each region outlined with its live class and score;
-    the selected region (for labelling) is drawn thicker, labelled regions carry their label."""
+    the selected region (for labelling) is drawn thicker, labelled regions carry their label.
+    Dragging draws a box (in frame pixels) that the next label applies to instead of a region."""
 
     regionClicked = pyqtSignal(str)
+    boxDrawn = pyqtSignal(tuple)
 
     def __init__(self) -> None:
         super().__init__()
@@ -31,6 +33,9 @@ class FrameView(QWidget):
         self._live: dict[str, tuple[str, float, bool]] = {}
         self._labels: dict[str, str] = {}
         self.selected: str | None = None
+        self.box: tuple[int, int, int, int] | None = None  # drawn box in frame pixels
+        self._drag_from = None
+        self._drag_to = None
 
     def sizeHint(self) -> QSize:
         return QSize(960, 540)
@@ -58,6 +63,20 @@ class FrameView(QWidget):
         scale = min(self.width() / self._image.width(), self.height() / self._image.height())
         w, h = self._image.width() * scale, self._image.height() * scale
         return QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
+
+    def _to_frame(self, point, target: QRectF) -> tuple[int, int]:
+        x = (point.x() - target.x()) / target.width() * self._image.width()
+        y = (point.y() - target.y()) / target.height() * self._image.height()
+        return (round(min(max(x, 0), self._image.width())), round(min(max(y, 0), self._image.height())))
+
+    def _to_view(self, box: tuple[int, int, int, int], target: QRectF) -> QRectF:
+        x0, y0, x1, y1 = box
+        sx, sy = target.width() / self._image.width(), target.height() / self._image.height()
+        return QRectF(target.x() + x0 * sx, target.y() + y0 * sy, (x1 - x0) * sx, (y1 - y0) * sy)
+
+    def clear_box(self) -> None:
+        self.box = None
+        self.update()
 
     def _box(self, spec: CropSpec, target: QRectF) -> QRectF:
         x0, y0, x1, y1 = spec.box
@@ -91,17 +110,48 @@ class FrameView(QWidget):
             painter.fillRect(back, QColor(0, 0, 0, 170))
             painter.setPen(QColor("white"))
             painter.drawText(back.adjusted(4, 2, 0, 0), text)
+        drawn = self.box
+        if self._drag_from is not None and self._drag_to is not None:
+            drawn = (*map(min, self._drag_from, self._drag_to), *map(max, self._drag_from, self._drag_to))
+        if drawn is not None:
+            painter.setPen(QPen(QColor("#ffd60a"), 3, Qt.PenStyle.DashLine))
+            painter.drawRect(self._to_view(drawn, target))
+            key = f"box {' '.join(map(str, drawn))}"
+            if key in self._labels:
+                painter.drawText(self._to_view(drawn, target).bottomLeft() + QPointF(4, 14), self._labels[key])
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
+        if self._image is not None:
+            self._drag_from = self._to_frame(event.position(), self._target())
+            self._drag_to = None
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        if self._drag_from is not None and self._image is not None:
+            self._drag_to = self._to_frame(event.position(), self._target())
+            self.update()
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        """A drag of a few pixels or more draws a box; a click selects the region under it."""
+        if self._drag_from is None or self._image is None:
+            return
+        start, end = self._drag_from, self._to_frame(event.position(), self._target())
+        self._drag_from = self._drag_to = None
+        if abs(end[0] - start[0]) >= 8 and abs(end[1] - start[1]) >= 8:
+            self.box = (min(start[0], end[0]), min(start[1], end[1]), max(start[0], end[0]), max(start[1], end[1]))
+            self.boxDrawn.emit(self.box)
+            self.update()
+            return
         target = self._target()
         for spec in self._specs:
             if self._box(spec, target).contains(event.position()):
                 self.selected = spec.name
+                self.box = None
                 self.regionClicked.emit(spec.name)
                 self.update()
                 return
 
     def select_next(self) -> str | None:
+        self.box = None
         names = [s.name for s in self._specs]
         if names:
             self.selected = names[(names.index(self.selected) + 1) % len(names)] if self.selected in names else names[0]

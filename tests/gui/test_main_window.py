@@ -233,3 +233,34 @@ def test_drop_scrub_speed_timeline_and_filters(qtbot, window, demo_video):
     key(qtbot, window, Qt.Key.Key_C)
     window.status_filter.setCurrentText("confirmed")
     assert window.findings_model.rowCount() == 1 and window.findings_model.rows[0].status == "confirmed"
+
+
+def test_label_a_drawn_box(qtbot, window, demo_video):
+    from PyQt6.QtCore import QPoint
+
+    window.open_path(demo_video)
+    window.start_fault_type("bird_nest")
+    bird_key = window._label_names().index("bird_nest") + 1
+    window.show_frame(5)
+    view = window.view
+    target = view._target()
+    start = QPoint(int(target.x() + target.width() * 0.60), int(target.y() + target.height() * 0.15))
+    end = QPoint(int(target.x() + target.width() * 0.80), int(target.y() + target.height() * 0.35))
+    qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=start)
+    qtbot.mouseMove(view, end)
+    qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=end)
+    assert view.box is not None
+    x0, y0, x1, y1 = view.box
+    assert abs(x0 - 0.60 * 960) < 4 and abs(y1 - 0.35 * 540) < 4  # frame pixels, not widget pixels
+    key(qtbot, window, getattr(Qt.Key, f"Key_{bird_key}"))
+    assert window.session.labels[-1].box == view.box and window.session.labels[-1].crop is None
+    assert "box" in window.labels_list.item(0).text()
+    key(qtbot, window, Qt.Key.Key_Escape)
+    assert view.box is None
+    key(qtbot, window, Qt.Key.Key_0)  # now labels the selected region
+    assert window.session.labels[-1].crop is not None and window.session.labels[-1].box is None
+    key(qtbot, window, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
+    from inspector.faults import read_examples
+
+    examples = read_examples(tmp_project(demo_video) / "labels.csv")
+    assert [(e.label, e.box is not None) for e in examples] == [("bird_nest", True), ("normal", False)]
