@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 
 from inspector.errors import InspectorError, StoreError
-from inspector.regions import parse_profile
+from inspector.regions import CropSpec, parse_profile
 from inspector.store import FindingRecord, ScanRecord, Store, VideoRecord
 from inspector.video import VideoReader
 
@@ -49,11 +49,11 @@ def class_colours(names: list[str]) -> dict[str, str]:
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(sorted(set(names)))}
 
 
-def _thumbnail(reader: VideoReader, finding: FindingRecord, scan: ScanRecord, out: Path) -> tuple[str, str]:
+def _thumbnail(reader: VideoReader, finding: FindingRecord, specs: dict[str, CropSpec], out: Path) -> tuple[str, str]:
     """Write the best frame (region outlined) and the region crop; return their relative paths."""
     frame = reader.read_frame(finding.best_frame).image
     height, width = frame.shape[:2]
-    spec = next((s for s in parse_profile(scan.profile_text).crop_specs() if s.name == finding.crop), None)
+    spec = specs.get(finding.crop)
     crop = frame
     if spec is not None:
         x0, y0, x1, y1 = spec.pixel_box(width, height)
@@ -131,6 +131,7 @@ def build_report(store: Store, out_dir: Path | str,
         video = store.video(scan.video_id)
         scan_findings = by_scan.get(scan.id, [])
         reader = None
+        specs = {s.name: s for s in parse_profile(scan.profile_text).crop_specs()}
         if scan_findings:
             try:
                 reader = VideoReader(video.path)
@@ -139,7 +140,7 @@ def build_report(store: Store, out_dir: Path | str,
         for f in sorted(scan_findings, key=lambda f: f.best_frame):
             if reader is not None:
                 try:
-                    thumbs[f.id] = _thumbnail(reader, f, scan, out)
+                    thumbs[f.id] = _thumbnail(reader, f, specs, out)
                 except InspectorError as exc:
                     log.warning("no thumbnail for finding %d: %s", f.id, exc)
             position = store.position_at(video.id, f.best_frame / video.fps) or {}
