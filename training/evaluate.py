@@ -1,8 +1,8 @@
 """``python -m training evaluate``: the standard few-shot protocol on a trained checkpoint, in torch.
 
 Independent of the runtime on purpose: embeddings come from the torch model in fp32 (not the ONNX
-int8 file), and the head's inner loop takes its gradient from autograd (not the hand-derived
-NumPy gradient of ``inspector.adapt``). Only the episodes are shared (the same seeded sampler), so
+int8 file), and the head's inner loop is meta-training's own (``training.algorithms.head``), its
+gradient from autograd (not the hand-derived NumPy gradient of ``inspector.adapt``). Only the episodes are shared (the same seeded sampler), so
 ``inspector evaluate-fewshot`` on the exported bundle must agree within the confidence interval:
 if it does not, export or the runtime is wrong.
 """
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from inspector.fewshot import FewShotResult, Item, class_scores, held_out, load_crop, load_items, sample_episodes
 from inspector.model import AdaptationParams
+from training.algorithms.head import adapt_head, head_logits
 from training.backbone import IMAGENET_MEAN, IMAGENET_STD, EmbeddingNet
 
 log = logging.getLogger(__name__)
@@ -42,28 +42,6 @@ def embed(net: EmbeddingNet, items: list[Item], size: int, batch: int = 64) -> t
     return torch.cat(parts)
 
 
-def adapt_head(support: torch.Tensor, targets: torch.Tensor, num_classes: int,
-               params: AdaptationParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The bundle's inner loop on a fresh head: centre on the support mean, L2-normalise, then
-    gradient steps on the class-balanced cross-entropy. Returns (weight, bias, centre)."""
-    center = support.mean(dim=0)
-    x = F.normalize(support - center, dim=1)
-    weight = torch.full((num_classes, x.shape[1]), params.init_weight_scale / x.shape[1] ** 0.5,
-                        dtype=x.dtype, requires_grad=True)
-    bias = torch.full((num_classes,), params.init_bias, dtype=x.dtype, requires_grad=True)
-    counts = torch.bincount(targets, minlength=num_classes).to(x.dtype)
-    example_weight = 1.0 / (counts[targets] * (counts > 0).sum())
-    for step in range(params.inner_steps):
-        logits = params.logit_scale * (x @ weight.T + bias)
-        loss = (F.cross_entropy(logits, targets, reduction="none") * example_weight).sum()
-        grad_w, grad_b = torch.autograd.grad(loss, (weight, bias))
-        with torch.no_grad():
-            lr = params.step_size(step)
-            weight -= lr * (grad_w + params.weight_decay * weight)
-            bias -= lr * grad_b
-    return weight.detach(), bias.detach(), center
-
-
 def evaluate_checkpoint(checkpoint: Path, dataset: Path, way: int, shot: int, queries: int, episodes: int,
                         params: AdaptationParams, seed: int = 0, holdout_groups: float | None = None,
                         group_column: str = "group", classes: list[str] | None = None,
@@ -78,9 +56,12 @@ def evaluate_checkpoint(checkpoint: Path, dataset: Path, way: int, shot: int, qu
         index = {name: k for k, name in enumerate(episode.classes)}
         support = torch.tensor(episode.support)
         targets = torch.tensor([index[labels[i]] for i in episode.support])
-        weight, bias, center = adapt_head(embeddings[support], targets, way, params)
+        weight, bias, center = adapt_head(
+            embeddings[support], targets, way, [params.step_size(k) for k in range(params.inner_steps)],
+            torch.tensor(params.logit_scale, dtype=embeddings.dtype), create_graph=False,
+            weight_decay=params.weight_decay, init_weight_scale=params.init_weight_scale, init_bias=params.init_bias)
         query = torch.tensor(episode.query)
-        scores = F.normalize(embeddings[query] - center, dim=1) @ weight.T + bias
+        scores = head_logits(embeddings[query], weight.detach(), bias.detach(), center, params.logit_scale)
         predicted = [episode.classes[k] for k in scores.argmax(dim=1).tolist()]
         truth = [labels[i] for i in episode.query]
         accuracies.append(np.mean([p == t for p, t in zip(predicted, truth)]))

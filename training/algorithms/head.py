@@ -18,17 +18,22 @@ def balanced_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, num_clas
 
 
 def adapt_head(support: torch.Tensor, targets: torch.Tensor, num_classes: int, step_sizes: torch.Tensor,
-               logit_scale: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               logit_scale: torch.Tensor, create_graph: bool, weight_decay: float = 0.0,
+               init_weight_scale: float = 0.0, init_bias: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (weight, bias, centre); with ``create_graph`` the result stays differentiable with
-    respect to the support features, the step sizes and the logit scale (second order)."""
+    respect to the support features, the step sizes and the logit scale (second order). The
+    optional terms are those of a bundle's ``adaptation`` (``inspector.model.AdaptationParams``)."""
     center = support.mean(dim=0)
     x = F.normalize(support - center, dim=1)
-    weight = torch.zeros(num_classes, x.shape[1], dtype=x.dtype, device=x.device, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=x.dtype, device=x.device, requires_grad=True)
+    weight = torch.full((num_classes, x.shape[1]), init_weight_scale / x.shape[1] ** 0.5, dtype=x.dtype,
+                        device=x.device, requires_grad=True)
+    bias = torch.full((num_classes,), init_bias, dtype=x.dtype, device=x.device, requires_grad=True)
     for lr in step_sizes:
         loss = balanced_cross_entropy(logit_scale * (x @ weight.T + bias), targets, num_classes)
         grad_w, grad_b = torch.autograd.grad(loss, (weight, bias), create_graph=create_graph)
-        weight = weight - lr * grad_w
+        if not create_graph:  # plain gradient steps: keep only the graph of the next step
+            weight, bias = weight.detach().requires_grad_(), bias.detach().requires_grad_()
+        weight = weight - lr * (grad_w + weight_decay * weight)
         bias = bias - lr * grad_b
     return weight, bias, center
 
