@@ -409,11 +409,15 @@ def cmd_bundle_info(args: argparse.Namespace) -> int:
             kind = "normal" if normal else "fault "
             print(f"             {kind} {name}" + (f"  [regions: {', '.join(scope)}]" if scope else ""))
     prov = bundle.provenance
-    for key in ("algorithm", "data", "trained", "notes"):
-        if key in prov:
+    for key in ("algorithm", "initialised_from", "data", "trained", "notes"):
+        if prov.get(key):
             print(f"{key:<10} {prov[key] if isinstance(prov[key], str) else json.dumps(prov[key])}")
     for name, value in prov.get("evaluation", {}).items():
-        print(f"evaluation {name}: {value}")
+        if isinstance(value, dict):  # few-shot figures: one line per setting
+            for setting, cell in value.items():
+                print(f"evaluation {name} {setting}: {cell['accuracy']:.1f} % ± {cell['ci95']:.1f}")
+        else:
+            print(f"evaluation {name}: {value}")
     return EXIT_OK
 
 

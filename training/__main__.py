@@ -1,4 +1,4 @@
-"""``python -m training pretrain|meta-train|evaluate|export``."""
+"""``python -m training pretrain|distill|meta-train|evaluate|export``."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     pre.add_argument("--epochs", type=int, default=12)
     pre.add_argument("--imagenet-weights", action="store_true",
                      help="start from torchvision's ImageNet weights (needs them downloaded)")
+    dis = sub.add_parser("distill", help="distil the ImageNet EfficientNet-Lite0 teacher into the ResNet18 backbone")
+    dis.add_argument("--data", type=Path, default=Path("../shared/data"))
+    dis.add_argument("--out", type=Path, default=Path("runs/distill"))
+    dis.add_argument("--init-from", type=Path, help="a pretrain checkpoint to start the student from "
+                                                     "(default: from scratch)")
+    dis.add_argument("--input-size", type=int, default=128)
+    dis.add_argument("--views", type=int, default=9600, help="augmented crops the teacher labels (once)")
+    dis.add_argument("--epochs", type=int, default=4, help="student passes over those views")
+    dis.add_argument("--supervised-weight", type=float, default=0.5,
+                     help="weight of the training classes' cross-entropy beside distillation (0: distillation only)")
     meta = sub.add_parser("meta-train", help="episodic meta-training (MAML, FOMAML, ANIL, Reptile, ProtoNet, Matching)")
     meta.add_argument("--config", type=Path, required=True, help="a TOML file such as training/configs/anil.toml")
     meta.add_argument("--steps", type=int, help="override the number of meta-steps")
@@ -29,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--out", type=Path, required=True)
     exp.add_argument("--algorithm", default="baseline")
     exp.add_argument("--keep-fp32", action="store_true", help="keep the fp32 backbone beside the int8 one")
+    exp.add_argument("--evaluation", type=Path, help="few-shot results to record in the provenance: the JSON of "
+                                                     "bench/algorithm_table.py (with --column) or of evaluate --out")
+    exp.add_argument("--column", help="the table column that is this checkpoint")
     ev = sub.add_parser("evaluate", help="N-way K-shot accuracy of a checkpoint (torch), with a 95%% CI")
     ev.add_argument("checkpoint", type=Path)
     ev.add_argument("dataset", type=Path)
@@ -50,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         from training.pretrain import PretrainConfig, pretrain
         pretrain(PretrainConfig(args.data, args.out, args.input_size, args.epochs,
                                 imagenet_weights=args.imagenet_weights))
+    elif args.command == "distill":
+        from training.distill import DistillConfig, distill
+        print(f"wrote {distill(DistillConfig(args.data, args.out, args.init_from, args.input_size, args.views, args.epochs, supervised_weight=args.supervised_weight))}")
     elif args.command == "meta-train":
         from training.train import TrainConfig, meta_train
 
@@ -72,7 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         print(write_result(result, args.out, {"checkpoint": str(args.checkpoint)}))
     elif args.command == "export":
         from training.export import export_bundle
-        export_bundle(args.checkpoint, args.data, args.out, args.algorithm, args.keep_fp32)
+        fewshot = None
+        if args.evaluation is not None:
+            import json
+
+            raw = json.loads(args.evaluation.read_text())
+            fewshot = ({row: cells[args.column] for row, cells in raw["results"].items()} if args.column
+                       else {k: raw[k] for k in ("way", "shot", "accuracy", "ci95", "episodes")})
+        export_bundle(args.checkpoint, args.data, args.out, args.algorithm, args.keep_fp32, fewshot)
     return 0
 
 

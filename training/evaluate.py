@@ -48,24 +48,34 @@ def evaluate_checkpoint(checkpoint: Path, dataset: Path, way: int, shot: int, qu
                         split_seed: int = 0) -> FewShotResult:
     net, size = load_model(checkpoint)
     items = held_out(load_items(dataset, group_column), holdout_groups, None, split_seed, classes)
-    labels = [i.label for i in items]
-    embeddings = embed(net, items, size)
+    return evaluate_embeddings(embed(net, items, size), [i.label for i in items], way, shot, queries, episodes,
+                               params, seed)
+
+
+def evaluate_embeddings(embeddings: torch.Tensor, labels: list[str], way: int, shot: int, queries: int,
+                        episodes: int, params: AdaptationParams, seed: int = 0, chunk: int = 100) -> FewShotResult:
+    """The protocol on embeddings computed once: seeded episodes, the deployed head adapted on
+    each support set with ``params``, accuracy on its queries. Episodes are adapted ``chunk`` at
+    a time as one batch (each its own head): the same numbers, an order of magnitude faster."""
+    drawn = list(sample_episodes(labels, way, shot, queries, episodes, seed))
+    steps = [params.step_size(k) for k in range(params.inner_steps)]
     accuracies = []
     outcomes: list[tuple[str, str]] = []
-    for episode in sample_episodes(labels, way, shot, queries, episodes, seed):
-        index = {name: k for k, name in enumerate(episode.classes)}
-        support = torch.tensor(episode.support)
-        targets = torch.tensor([index[labels[i]] for i in episode.support])
+    for start in range(0, len(drawn), chunk):
+        batch = drawn[start:start + chunk]
+        support = torch.tensor([e.support for e in batch])
+        query = torch.tensor([e.query for e in batch])
+        targets = torch.tensor([[e.classes.index(labels[i]) for i in e.support] for e in batch])
         weight, bias, center = adapt_head(
-            embeddings[support], targets, way, [params.step_size(k) for k in range(params.inner_steps)],
-            torch.tensor(params.logit_scale, dtype=embeddings.dtype), create_graph=False,
-            weight_decay=params.weight_decay, init_weight_scale=params.init_weight_scale, init_bias=params.init_bias)
-        query = torch.tensor(episode.query)
+            embeddings[support], targets, way, steps, torch.tensor(params.logit_scale, dtype=embeddings.dtype),
+            create_graph=False, weight_decay=params.weight_decay, init_weight_scale=params.init_weight_scale,
+            init_bias=params.init_bias)
         scores = head_logits(embeddings[query], weight.detach(), bias.detach(), center, params.logit_scale)
-        predicted = [episode.classes[k] for k in scores.argmax(dim=1).tolist()]
-        truth = [labels[i] for i in episode.query]
-        accuracies.append(np.mean([p == t for p, t in zip(predicted, truth)]))
-        outcomes += zip(predicted, truth)
+        for episode, best in zip(batch, scores.argmax(dim=-1).tolist()):
+            predicted = [episode.classes[k] for k in best]
+            truth = [labels[i] for i in episode.query]
+            accuracies.append(np.mean([p == t for p, t in zip(predicted, truth)]))
+            outcomes += zip(predicted, truth)
     return FewShotResult(way, shot, queries, episodes, np.asarray(accuracies, float), class_scores(outcomes))
 
 

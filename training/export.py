@@ -76,7 +76,9 @@ def _head_accuracy(backbone: Backbone, train_crops, train_labels, test_crops, te
 
 
 def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str = "baseline",
-                  keep_fp32: bool = False) -> Path:
+                  keep_fp32: bool = False, fewshot: dict | None = None) -> Path:
+    """``fewshot``: the checkpoint's few-shot evaluation (``training evaluate`` figures), recorded
+    in the provenance so ``inspector bundle info`` shows how the bundle scored."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     size = int(state.get("input_size", 128))
     net = EmbeddingNet(num_classes=len(state["labels"]))
@@ -137,11 +139,13 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
         "data": "shared/data: track_fault (6 component classes), sleeper, omniglot_small; split by group "
                 "(seed 0, 30 % of groups held out)",
         "checkpoint": checkpoint.name,
+        "initialised_from": state.get("init_from") or state.get("teacher"),
         "trained": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "evaluation": {"onnx_vs_torch_max_abs_diff": f"{max_diff:.2e}",
                        "base_head_accuracy_fp32": round(acc_fp32, 4),
                        "base_head_accuracy_int8": round(acc_int8, 4),
-                       "base_head_test_crops": len(test_labels)},
+                       "base_head_test_crops": len(test_labels),
+                       **({"fewshot_held_out": fewshot} if fewshot else {})},
         "notes": ("adaptation schedule fixed (not meta-learned) for this baseline bundle" if "adaptation" not in state
                   else "adaptation schedule meta-learned (per-step step sizes, logit scale)"),
     }

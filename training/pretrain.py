@@ -17,7 +17,7 @@ from torch import nn
 
 from training.augment import load_rgb, train_pipeline
 from training.backbone import EmbeddingNet
-from training.runlog import append_row, save_atomically
+from training.runlog import append_row, restore, save_atomically
 from training.sources import load_sources
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,9 @@ def pretrain(cfg: PretrainConfig) -> Path:
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15)
     ckpt_path = cfg.out_dir / "pretrain_last.pt"
-    start_epoch = 0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        schedule.load_state_dict(state["schedule"])
-        start_epoch = int(state["epoch"]) + 1
+    state = restore(ckpt_path, device, model=model, optimiser=optimiser, schedule=schedule)
+    start_epoch = int(state["epoch"]) + 1 if state else 0
+    if state:
         log.info("resuming from epoch %d", start_epoch)
     augment = train_pipeline(cfg.input_size)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)

@@ -21,3 +21,13 @@ def save_atomically(state: dict, path: Path) -> None:
     temporary = path.with_suffix(".tmp")
     torch.save(state, temporary)
     temporary.replace(path)
+
+
+def restore(path: Path, device: torch.device, **objects) -> dict | None:
+    """Resume: load each named object's state dict from the checkpoint at ``path``, if there is one."""
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location=device, weights_only=True)
+    for name, target in objects.items():
+        target.load_state_dict(state[name])
+    return state

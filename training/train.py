@@ -22,7 +22,7 @@ import torch.distributed as dist
 from training.algorithms import MetaConfig, make
 from training.backbone import EmbeddingNet
 from training.episodes import TaskPool
-from training.runlog import append_row, save_atomically
+from training.runlog import append_row, restore, save_atomically
 from training.sources import load_sources
 
 log = logging.getLogger(__name__)
@@ -91,12 +91,9 @@ def meta_train(cfg: TrainConfig, pool: TaskPool | None = None) -> Path:
     optimiser = torch.optim.Adam([{"params": net.parameters(), "lr": cfg.lr},
                                   {"params": meta_params, "lr": cfg.meta_lr}])
     checkpoint = cfg.out_dir / "meta_last.pt"
-    start = 0
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        learner.load_state_dict(state["learner"])
-        optimiser.load_state_dict(state["optimiser"])
-        start = int(state["step"])
+    state = restore(checkpoint, device, learner=learner, optimiser=optimiser)
+    start = int(state["step"]) if state else 0
+    if state:
         log.info("resuming %s at step %d", cfg.algorithm, start)
     if pool is None:
         pool = TaskPool(load_sources(cfg.data_root), cfg.input_size, "train", cfg.source_weights, seed=cfg.seed + rank)
@@ -129,7 +126,8 @@ def meta_train(cfg: TrainConfig, pool: TaskPool | None = None) -> Path:
     final = cfg.out_dir / "meta_final.pt"
     if rank == 0:
         save_atomically({"model": net.state_dict(), "labels": [], "input_size": cfg.input_size,
-                          "algorithm": cfg.algorithm, "adaptation": learner.adaptation()}, final)
+                          "algorithm": cfg.algorithm, "adaptation": learner.adaptation(),
+                          "init_from": str(cfg.init_from) if cfg.init_from else None}, final)
         plot_curves(log_path, cfg.out_dir / "meta_curves.png")
     if world > 1:
         dist.barrier()

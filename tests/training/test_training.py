@@ -136,3 +136,41 @@ def test_export_matches_torch_and_int8_loads(tmp_path):
     cosine = (int8 * reference).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(reference, axis=1)
     assert cosine.min() > 0.9  # int8 keeps the embedding's direction
     assert (tmp_path / "backbone.int8.onnx").stat().st_size < (tmp_path / "backbone.onnx").stat().st_size / 3
+
+
+def test_batched_head_adaptation_is_each_episode_on_its_own():
+    """``training evaluate`` adapts many episodes as one batch: each must get the head it would alone."""
+    from training.algorithms.head import adapt_head, head_logits
+
+    rng = torch.Generator().manual_seed(0)
+    support, query = torch.randn(4, 6, 16, generator=rng, dtype=torch.float64), torch.randn(4, 5, 16, generator=rng,
+                                                                                          dtype=torch.float64)
+    targets = torch.tensor([[0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 2, 2], [2, 2, 1, 0, 0, 0], [0, 1, 2, 0, 1, 2]])
+    steps, scale = [1.0, 0.5, 0.5], torch.tensor(10.0, dtype=torch.float64)
+    weight, bias, center = adapt_head(support, targets, 3, steps, scale, create_graph=False, weight_decay=0.01)
+    together = head_logits(query, weight, bias, center, scale)
+    for e in range(4):
+        w, b, c = adapt_head(support[e], targets[e], 3, steps, scale, create_graph=False, weight_decay=0.01)
+        torch.testing.assert_close(together[e], head_logits(query[e], w, b, c, scale))
+    assert not torch.allclose(together[0], together[1])
+
+
+def test_distillation_regresses_the_teacher_and_resumes(tmp_path):
+    """Teacher features plus the labelled views' classes; a rerun of a finished run loads nothing."""
+    from tests.training.toy import ORIENTATIONS, stripes
+    from training.distill import DistillConfig, distill
+    from training.evaluate import load_model
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    pools = {"track_fault": [(stripes(name, rng), name) for name in ORIENTATIONS for _ in range(8)],
+             "track_scene": [(stripes(name, rng, size=96), None) for name in ORIENTATIONS for _ in range(2)]}
+    teacher = torch.nn.Sequential(torch.nn.Conv2d(3, 24, 16, stride=16), torch.nn.ReLU())  # fixed random features
+    cfg = DistillConfig(tmp_path, tmp_path / "run", input_size=32, views=96, epochs=5, batch_size=16, lr=3e-3)
+    final = distill(cfg, pools, teacher)
+    losses = [float(r.split(",")[1]) for r in (cfg.out_dir / "distill_log.csv").read_text().splitlines()[1:]]
+    assert len(losses) == 5 and losses[-1] < 0.8 * losses[0]
+    net, size = load_model(final)  # a checkpoint the rest of training reads (meta-train init, export)
+    assert size == 32 and net(torch.zeros(1, 3, 32, 32)).shape == (1, 512)
+    distill(cfg)  # everything done and cached: neither the data nor the teacher is loaded again
+    assert len((cfg.out_dir / "distill_log.csv").read_text().splitlines()) == 6

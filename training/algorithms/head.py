@@ -12,9 +12,14 @@ import torch.nn.functional as F
 
 
 def balanced_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
-    counts = torch.bincount(targets, minlength=num_classes).to(logits.dtype)
-    weights = 1.0 / (counts[targets] * (counts > 0).sum())
-    return (F.cross_entropy(logits, targets, reduction="none") * weights).sum()
+    """Each class weighs the same whatever its count; summed over any leading (episode) dimensions,
+    so each episode's gradient is its own."""
+    onehot = F.one_hot(targets, num_classes).to(logits.dtype)
+    counts = onehot.sum(dim=-2, keepdim=True)
+    present = (counts > 0).sum(dim=-1, keepdim=True)
+    weights = 1.0 / ((onehot * counts).sum(dim=-1) * present.squeeze(-1))
+    nll = -(F.log_softmax(logits, dim=-1) * onehot).sum(dim=-1)
+    return (nll * weights).sum()
 
 
 def adapt_head(support: torch.Tensor, targets: torch.Tensor, num_classes: int, step_sizes: torch.Tensor,
@@ -22,14 +27,18 @@ def adapt_head(support: torch.Tensor, targets: torch.Tensor, num_classes: int, s
                init_weight_scale: float = 0.0, init_bias: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (weight, bias, centre); with ``create_graph`` the result stays differentiable with
     respect to the support features, the step sizes and the logit scale (second order). The
-    optional terms are those of a bundle's ``adaptation`` (``inspector.model.AdaptationParams``)."""
-    center = support.mean(dim=0)
-    x = F.normalize(support - center, dim=1)
-    weight = torch.full((num_classes, x.shape[1]), init_weight_scale / x.shape[1] ** 0.5, dtype=x.dtype,
+    optional terms are those of a bundle's ``adaptation`` (``inspector.model.AdaptationParams``).
+    ``support`` may carry leading episode dimensions (E x n x D, targets E x n): the episodes are
+    adapted together, each on its own."""
+    center = support.mean(dim=-2)
+    x = F.normalize(support - center.unsqueeze(-2), dim=-1)
+    batch = x.shape[:-2]
+    weight = torch.full((*batch, num_classes, x.shape[-1]), init_weight_scale / x.shape[-1] ** 0.5, dtype=x.dtype,
                         device=x.device, requires_grad=True)
-    bias = torch.full((num_classes,), init_bias, dtype=x.dtype, device=x.device, requires_grad=True)
+    bias = torch.full((*batch, num_classes), init_bias, dtype=x.dtype, device=x.device, requires_grad=True)
     for lr in step_sizes:
-        loss = balanced_cross_entropy(logit_scale * (x @ weight.T + bias), targets, num_classes)
+        logits = logit_scale * (x @ weight.transpose(-1, -2) + bias.unsqueeze(-2))
+        loss = balanced_cross_entropy(logits, targets, num_classes)
         grad_w, grad_b = torch.autograd.grad(loss, (weight, bias), create_graph=create_graph)
         if not create_graph:  # plain gradient steps: keep only the graph of the next step
             weight, bias = weight.detach().requires_grad_(), bias.detach().requires_grad_()
@@ -40,4 +49,5 @@ def adapt_head(support: torch.Tensor, targets: torch.Tensor, num_classes: int, s
 
 def head_logits(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, center: torch.Tensor,
                 logit_scale: torch.Tensor) -> torch.Tensor:
-    return logit_scale * (F.normalize(features - center, dim=1) @ weight.T + bias)
+    x = F.normalize(features - center.unsqueeze(-2), dim=-1)
+    return logit_scale * (x @ weight.transpose(-1, -2) + bias.unsqueeze(-2))

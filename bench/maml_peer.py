@@ -1,0 +1,244 @@
+"""Our meta-learning against learn2learn 0.2.0's MAML (the peer), side by side, same ResNet18
+backbone, input size and episodes.
+
+(a) ``step``: one second-order MAML meta-step on the same 5-way 5-shot task (5 queries a class),
+    full network adapted, one inner step, frozen BatchNorm statistics, both from the same weights.
+    Time (median of the measured steps after one warm-up) and peak memory above the set-up
+    (resident memory sampled every 2 ms on the CPU, ``max_memory_allocated`` on CUDA), each side
+    in a fresh process.
+(b) ``race``: the algorithm behind the default bundle (``--ours``, e.g. ANIL) against the peer's
+    MAML, both from the same starting backbone on the same stream of training tasks, each given
+    the same training wall time. Every ``--eval-every`` seconds of training (the clock stops while
+    evaluating) the backbone is scored the way the app uses it: frozen, the deployed head adapted
+    with the default bundle's schedule, 5-way 5-shot on the held-out track_fault groups.
+
+    python bench/maml_peer.py step
+    python bench/maml_peer.py race --init runs/distill/distill_final.pt --ours anil --seconds 360
+
+learn2learn 0.2.0 from its source package (its generated C files do not build on Python 3.11):
+    pip download learn2learn==0.2.0 --no-deps --no-binary :all: && tar xzf learn2learn-0.2.0.tar.gz
+    cd learn2learn-0.2.0 && pip install "cython<3.1" gym qpth && for f in meta_dataset task_dataset transforms;
+    do cython -3 learn2learn/data/$f.pyx -o learn2learn/data/$f.c; done && pip install --no-build-isolation --no-deps .
+Writes bench/results/maml_peer_<mode>.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from inspector.fewshot import held_out, load_items  # noqa: E402
+from inspector.model import load_bundle  # noqa: E402
+from training.algorithms import MetaConfig, make  # noqa: E402
+from training.backbone import EMBEDDING_SIZE, EmbeddingNet  # noqa: E402
+from training.episodes import Task, TaskPool  # noqa: E402
+from training.evaluate import embed, evaluate_embeddings  # noqa: E402
+from training.sources import TEST_FRACTION, TRACK_COMPONENT_CLASSES, load_sources  # noqa: E402
+from training.train import TrainConfig  # noqa: E402
+
+WAY, SHOT, QUERIES, SIZE = 5, 5, 5, 128
+INNER_LR, OUTER_LR = 0.01, 1e-5
+
+
+class PeakMemory:
+    """Peak resident memory (CPU) or allocated memory (CUDA) above the level at ``start``."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = self._rss()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss() - self.base)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self._stop.set()
+            self._thread.join()
+
+
+def backbone(init: Path | None, device: torch.device) -> EmbeddingNet:
+    net = EmbeddingNet()
+    if init is not None:
+        state = torch.load(init, map_location="cpu", weights_only=True)
+        net.trunk.load_state_dict({k.removeprefix("trunk."): v for k, v in state["model"].items()
+                                   if k.startswith("trunk.")})
+    return net.to(device)
+
+
+class Ours:
+    """One of our algorithms with the training loop's optimiser set-up."""
+
+    def __init__(self, algorithm: str, net: EmbeddingNet, cfg: MetaConfig) -> None:
+        self.net, self.learner = net, make(algorithm, net, cfg)
+        meta = [p for n, p in self.learner.named_parameters() if not n.startswith("net.")]
+        self.optimiser = torch.optim.Adam([{"params": net.parameters(), "lr": OUTER_LR},
+                                           {"params": meta, "lr": 1e-3}])
+        self.learner.train()
+
+    def step(self, tasks: list[Task]) -> None:
+        self.optimiser.zero_grad(set_to_none=True)
+        self.learner.meta_step(tasks)
+        self.optimiser.step()
+
+
+class Peer:
+    """learn2learn's MAML (second order) over the whole network: trunk + a linear head."""
+
+    def __init__(self, net: EmbeddingNet, inner_steps: int) -> None:
+        import learn2learn as l2l
+
+        self.net = net
+        self.model = nn.Sequential(net.trunk, nn.Linear(EMBEDDING_SIZE, WAY)).to(next(net.parameters()).device)
+        self.model.eval()  # frozen BatchNorm statistics, as ours
+        self.maml = l2l.algorithms.MAML(self.model, lr=INNER_LR, first_order=False)
+        self.optimiser = torch.optim.Adam(self.maml.parameters(), lr=OUTER_LR)
+        self.inner_steps = inner_steps
+
+    def step(self, tasks: list[Task]) -> None:
+        self.optimiser.zero_grad(set_to_none=True)
+        for task in tasks:
+            learner = self.maml.clone()
+            for _ in range(self.inner_steps):
+                learner.adapt(nn.functional.cross_entropy(learner(task.support_x), task.support_y))
+            (nn.functional.cross_entropy(learner(task.query_x), task.query_y) / len(tasks)).backward()
+        self.optimiser.step()
+
+
+def step_worker(side: str, steps: int, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    pool = TaskPool(load_sources(ROOT.parent / "shared" / "data", ("track_fault",)), SIZE, seed=0)
+    task = pool.sample(np.random.default_rng(0), WAY, SHOT, QUERIES).to(device)
+    net = backbone(None, device)
+    runner = (Ours("maml", net, MetaConfig(inner_steps=1, inner_lr=0.5, backbone_inner_lr=INNER_LR,
+                                           adapt_layers="all")) if side == "ours" else Peer(net, 1))
+    runner.step([task])  # warm-up
+    times = []
+    with PeakMemory(device) as memory:
+        for _ in range(steps):
+            started = time.perf_counter()
+            runner.step([task])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - started)
+    return {"side": side, "median_s": float(np.median(times)), "peak_mb": memory.peak / 2**20}
+
+
+def held_out_score(net: EmbeddingNet, items, labels, params, episodes: int) -> float:
+    net.eval()
+    result = evaluate_embeddings(embed(net, items, SIZE).cpu(), labels, WAY, SHOT, 3, episodes, params)
+    return result.accuracy
+
+
+def race(args, device: torch.device) -> list[str]:
+    data = ROOT.parent / "shared" / "data"
+    items = held_out(load_items(data / "track_fault"), TEST_FRACTION, None, 0, list(TRACK_COMPONENT_CLASSES))
+    labels = [i.label for i in items]
+    params = load_bundle().adaptation
+    pool = TaskPool(load_sources(data), SIZE, seed=0)
+    lines = ["| side | meta-steps | s per step | held-out 5w5s at start | best held-out 5w5s | "
+             "training time to best |", "|---|---:|---:|---:|---:|---:|"]
+    curves = {}
+    for side in (args.ours, "learn2learn maml"):
+        torch.manual_seed(0)
+        net = backbone(args.init, device)
+        runner = Peer(net, args.peer_inner_steps) if side.startswith("learn2learn") else Ours(
+            side, net, TrainConfig.from_toml(ROOT / "training" / "configs" / f"{side}.toml").meta)
+        rng = np.random.default_rng(0)
+        curve = [(0.0, 0, held_out_score(net, items, labels, params, args.episodes))]
+        clock, steps, next_eval = 0.0, 0, args.eval_every
+        while clock < args.seconds:
+            tasks = [pool.sample(rng, WAY, SHOT, QUERIES).to(device) for _ in range(2)]
+            if side.startswith("learn2learn"):
+                runner.model.eval()
+            started = time.perf_counter()
+            runner.step(tasks)
+            clock += time.perf_counter() - started
+            steps += 1
+            if clock >= next_eval or clock >= args.seconds:
+                curve.append((round(clock, 1), steps, held_out_score(net, items, labels, params, args.episodes)))
+                print(side, curve[-1], flush=True)
+                next_eval += args.eval_every
+                if not side.startswith("learn2learn"):
+                    runner.learner.train()
+        curves[side] = curve
+        best = max(curve, key=lambda point: point[2])
+        lines.append(f"| {side} | {steps} | {clock / steps:.2f} | {curve[0][2]:.1f} | {best[2]:.1f} "
+                     f"(step {best[1]}) | {best[0]:.0f} s |")
+    ours_curve, peer_curve = curves[args.ours], curves["learn2learn maml"]
+    peer_best = max(peer_curve, key=lambda point: point[2])
+    reach = next((point for point in ours_curve if point[2] >= peer_best[2]), None)
+    lines += ["", f"Peer's best: {peer_best[2]:.1f} % after {peer_best[0]:.0f} s of training. "
+              + (f"Ours reached it after {reach[0]:.0f} s." if reach else "Ours never reached it in the budget.")]
+    (ROOT / "bench" / "results" / "maml_peer_race.json").write_text(json.dumps(curves))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["step", "race"])
+    parser.add_argument("--steps", type=int, default=5, help="step: measured meta-steps per side")
+    parser.add_argument("--worker", choices=["ours", "peer"], help=argparse.SUPPRESS)
+    parser.add_argument("--init", type=Path, help="race: the starting backbone checkpoint")
+    parser.add_argument("--ours", default="anil", help="race: our algorithm")
+    parser.add_argument("--peer-inner-steps", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=360, help="race: training wall time per side")
+    parser.add_argument("--eval-every", type=float, default=60)
+    parser.add_argument("--episodes", type=int, default=300)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.worker:
+        print(json.dumps(step_worker(args.worker, args.steps, device)))
+        return
+    if args.mode == "step":
+        rows = {}
+        for side in ("ours", "peer"):
+            out = subprocess.run([sys.executable, __file__, "step", "--worker", side, "--steps", str(args.steps)],
+                                 check=True, capture_output=True, text=True).stdout
+            rows[side] = json.loads(out.strip().splitlines()[-1])
+        ours, peer = rows["ours"], rows["peer"]
+        lines = [f"Second-order MAML meta-step, ResNet18 at {SIZE} px, {WAY}-way {SHOT}-shot {QUERIES} queries, "
+                 f"full network, 1 inner step, {device.type}, median of {args.steps}:", "",
+                 "| | time per step | peak memory above set-up |", "|---|---:|---:|",
+                 f"| ours (`training.algorithms` MAML) | {ours['median_s']:.2f} s | {ours['peak_mb']:.0f} MB |",
+                 f"| learn2learn 0.2.0 MAML | {peer['median_s']:.2f} s | {peer['peak_mb']:.0f} MB |",
+                 f"| ours / peer | {ours['median_s'] / peer['median_s']:.2f} | {ours['peak_mb'] / peer['peak_mb']:.2f} |"]
+    else:
+        lines = race(args, device)
+    out = ROOT / "bench" / "results" / f"maml_peer_{args.mode}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
