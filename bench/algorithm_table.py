@@ -2,7 +2,7 @@
 5-way and 2-way (sleeper: 3-way, it has three classes), 1-shot and 5-shot, on the held-out groups of
 each shared dataset (Omniglot: held-out characters), 600 seeded episodes, the same episodes for
 every column. Checkpoints go through ``training.evaluate`` (torch fp32, the deployed head adapted
-with the checkpoint's own meta-learned schedule, or the default bundle's when it has none).
+with the checkpoint's own inner loop, or export's default one, 50 steps at 1.0, when it has none).
 
     python bench/algorithm_table.py --checkpoint baseline=runs/pretrain/pretrain_final.pt \\
         --checkpoint anil=runs/anil/meta_final.pt --anchor        # needs the train extra + scikit-learn
@@ -27,8 +27,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from fewshot_anchor import anchor_accuracy, anchor_embeddings  # noqa: E402
 
 from inspector.fewshot import held_out, load_items  # noqa: E402
-from inspector.model import AdaptationParams, load_bundle  # noqa: E402
+from inspector.model import AdaptationParams  # noqa: E402
 from training.evaluate import embed, evaluate_embeddings, load_model  # noqa: E402
+from training.export import BASELINE_ADAPTATION  # noqa: E402
 from training.sources import TEST_FRACTION, TRACK_COMPONENT_CLASSES  # noqa: E402
 
 SETS = {  # name: (group column, classes kept, settings as (way, shot, queries))
@@ -40,7 +41,7 @@ SETS = {  # name: (group column, classes kept, settings as (way, shot, queries))
 
 def adaptation_of(checkpoint: Path) -> AdaptationParams:
     learned = torch.load(checkpoint, map_location="cpu", weights_only=True).get("adaptation")
-    return AdaptationParams.from_json(learned, str(checkpoint)) if learned else load_bundle().adaptation
+    return AdaptationParams.from_json(learned or BASELINE_ADAPTATION, str(checkpoint))
 
 
 def cell(accuracies: np.ndarray) -> dict:

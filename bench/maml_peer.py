@@ -3,9 +3,9 @@ backbone, input size and episodes.
 
 (a) ``step``: one second-order MAML meta-step on the same 5-way 5-shot task (5 queries a class),
     full network adapted, one inner step, frozen BatchNorm statistics, both from the same weights.
-    Time (median of the measured steps after one warm-up) and peak memory above the set-up
-    (resident memory sampled every 2 ms on the CPU, ``max_memory_allocated`` on CUDA), each side
-    in a fresh process.
+    Time (median of the measured steps after one warm-up), peak memory above the set-up
+    (resident memory sampled every 2 ms on the CPU, ``max_memory_allocated`` on CUDA) and the bytes
+    the autograd graph saves for the backward pass (deterministic), each side in fresh processes.
 (b) ``race``: the algorithm behind the default bundle (``--ours``, e.g. ANIL) against the peer's
     MAML, both from the same starting backbone on the same stream of training tasks, each given
     the same training wall time. Every ``--eval-every`` seconds of training (the clock stops while
@@ -49,6 +49,7 @@ from training.sources import TEST_FRACTION, TRACK_COMPONENT_CLASSES, load_source
 from training.train import TrainConfig  # noqa: E402
 
 WAY, SHOT, QUERIES, SIZE = 5, 5, 5, 128
+PEER = "learn2learn maml"
 INNER_LR, OUTER_LR = 0.01, 1e-5
 
 
@@ -83,6 +84,23 @@ class PeakMemory:
         else:
             self._stop.set()
             self._thread.join()
+
+
+class SavedTensors:
+    """Bytes the autograd graph keeps for the backward pass (distinct storages): the activation
+    memory of a meta-step, deterministic, unlike resident memory on the CPU."""
+
+    def __init__(self) -> None:
+        self.storages: dict[int, int] = {}
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        self.storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    @property
+    def megabytes(self) -> float:
+        return sum(self.storages.values()) / 2**20
 
 
 def backbone(init: Path | None, device: torch.device) -> EmbeddingNet:
@@ -141,6 +159,9 @@ def step_worker(side: str, steps: int, device: torch.device) -> dict:
     runner = (Ours("maml", net, MetaConfig(inner_steps=1, inner_lr=0.5, backbone_inner_lr=INNER_LR,
                                            adapt_layers="all")) if side == "ours" else Peer(net, 1))
     runner.step([task])  # warm-up
+    saved = SavedTensors()
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda tensor: tensor):
+        runner.step([task])
     times = []
     with PeakMemory(device) as memory:
         for _ in range(steps):
@@ -149,7 +170,8 @@ def step_worker(side: str, steps: int, device: torch.device) -> dict:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - started)
-    return {"side": side, "median_s": float(np.median(times)), "peak_mb": memory.peak / 2**20}
+    return {"side": side, "median_s": float(np.median(times)), "peak_mb": memory.peak / 2**20,
+            "saved_mb": saved.megabytes}
 
 
 def held_out_score(net: EmbeddingNet, items, labels, params, episodes: int) -> float:
@@ -164,20 +186,18 @@ def race(args, device: torch.device) -> list[str]:
     labels = [i.label for i in items]
     params = load_bundle().adaptation
     pool = TaskPool(load_sources(data), SIZE, seed=0)
-    lines = ["| side | meta-steps | s per step | held-out 5w5s at start | best held-out 5w5s | "
-             "training time to best |", "|---|---:|---:|---:|---:|---:|"]
     curves = {}
-    for side in (args.ours, "learn2learn maml"):
+    for side in (args.ours, PEER):
         torch.manual_seed(0)
         net = backbone(args.init, device)
-        runner = Peer(net, args.peer_inner_steps) if side.startswith("learn2learn") else Ours(
+        runner = Peer(net, args.peer_inner_steps) if side == PEER else Ours(
             side, net, TrainConfig.from_toml(ROOT / "training" / "configs" / f"{side}.toml").meta)
         rng = np.random.default_rng(0)
         curve = [(0.0, 0, held_out_score(net, items, labels, params, args.episodes))]
         clock, steps, next_eval = 0.0, 0, args.eval_every
         while clock < args.seconds:
             tasks = [pool.sample(rng, WAY, SHOT, QUERIES).to(device) for _ in range(2)]
-            if side.startswith("learn2learn"):
+            if side == PEER:
                 runner.model.eval()
             started = time.perf_counter()
             runner.step(tasks)
@@ -187,25 +207,42 @@ def race(args, device: torch.device) -> list[str]:
                 curve.append((round(clock, 1), steps, held_out_score(net, items, labels, params, args.episodes)))
                 print(side, curve[-1], flush=True)
                 next_eval += args.eval_every
-                if not side.startswith("learn2learn"):
+                if side != PEER:
                     runner.learner.train()
         curves[side] = curve
-        best = max(curve, key=lambda point: point[2])
-        lines.append(f"| {side} | {steps} | {clock / steps:.2f} | {curve[0][2]:.1f} | {best[2]:.1f} "
-                     f"(step {best[1]}) | {best[0]:.0f} s |")
-    ours_curve, peer_curve = curves[args.ours], curves["learn2learn maml"]
-    peer_best = max(peer_curve, key=lambda point: point[2])
-    reach = next((point for point in ours_curve if point[2] >= peer_best[2]), None)
-    lines += ["", f"Peer's best: {peer_best[2]:.1f} % after {peer_best[0]:.0f} s of training. "
-              + (f"Ours reached it after {reach[0]:.0f} s." if reach else "Ours never reached it in the budget.")]
     (ROOT / "bench" / "results" / "maml_peer_race.json").write_text(json.dumps(curves))
-    return lines
+    return race_table(curves, args.ours)
+
+
+def race_table(curves: dict[str, list[tuple[float, int, float]]], ours: str) -> list[str]:
+    """Per side: steps, time per step, held-out accuracy at start, best and end; then who reached what when."""
+    lines = ["| side | meta-steps | s per step | held-out 5w5s: start | best (when) | end |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for side, curve in curves.items():
+        best = max(curve, key=lambda point: point[2])
+        (clock, steps, end) = curve[-1]
+        lines.append(f"| {side} | {steps} | {clock / steps:.2f} | {curve[0][2]:.1f} | {best[2]:.1f} "
+                     f"({best[0]:.0f} s, step {best[1]}) | {end:.1f} |")
+    start = curves[ours][0][2]
+    peer_best = max(curves[PEER], key=lambda point: point[2])
+    ours_best = max(curves[ours], key=lambda point: point[2])
+    if peer_best[1] == 0:
+        verdict = (f"The peer never rose above the starting {start:.1f} % in {curves[PEER][-1][0]:.0f} s of training, "
+                   f"so its time to reach our best ({ours_best[2]:.1f} %, after {ours_best[0]:.0f} s) is beyond the "
+                   "budget; a time ratio cannot be given.")
+    else:
+        reach = next((point for point in curves[ours] if point[2] >= peer_best[2]), None)
+        verdict = (f"Peer's best {peer_best[2]:.1f} % after {peer_best[0]:.0f} s; ours reached it after "
+                   + (f"{reach[0]:.0f} s ({peer_best[0] / max(reach[0], 1e-9):.1f}x less time)." if reach
+                      else "no time within the budget."))
+    return lines + ["", verdict]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["step", "race"])
-    parser.add_argument("--steps", type=int, default=5, help="step: measured meta-steps per side")
+    parser.add_argument("--steps", type=int, default=5, help="step: measured meta-steps per process")
+    parser.add_argument("--repeats", type=int, default=3, help="step: processes per side")
     parser.add_argument("--worker", choices=["ours", "peer"], help=argparse.SUPPRESS)
     parser.add_argument("--init", type=Path, help="race: the starting backbone checkpoint")
     parser.add_argument("--ours", default="anil", help="race: our algorithm")
@@ -213,6 +250,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=360, help="race: training wall time per side")
     parser.add_argument("--eval-every", type=float, default=60)
     parser.add_argument("--episodes", type=int, default=300)
+    parser.add_argument("--summarise", action="store_true", help="race: re-print the last race from its JSON")
     args = parser.parse_args()
     torch.set_num_threads(2)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -220,18 +258,28 @@ def main() -> None:
         print(json.dumps(step_worker(args.worker, args.steps, device)))
         return
     if args.mode == "step":
-        rows = {}
-        for side in ("ours", "peer"):
-            out = subprocess.run([sys.executable, __file__, "step", "--worker", side, "--steps", str(args.steps)],
-                                 check=True, capture_output=True, text=True).stdout
-            rows[side] = json.loads(out.strip().splitlines()[-1])
-        ours, peer = rows["ours"], rows["peer"]
+        runs: dict[str, list[dict]] = {"ours": [], "peer": []}
+        for _ in range(args.repeats):  # alternate sides: drift of the machine hits both alike
+            for side in runs:
+                out = subprocess.run([sys.executable, __file__, "step", "--worker", side, "--steps", str(args.steps)],
+                                     check=True, capture_output=True, text=True).stdout
+                runs[side].append(json.loads(out.strip().splitlines()[-1]))
+        ours, peer = ({key: float(np.median([r[key] for r in runs[side]])) for key in ("median_s", "peak_mb", "saved_mb")}
+                      for side in ("ours", "peer"))
+        spread = {side: f"{min(r['peak_mb'] for r in rs):.0f}-{max(r['peak_mb'] for r in rs):.0f} MB"
+                  for side, rs in runs.items()}
         lines = [f"Second-order MAML meta-step, ResNet18 at {SIZE} px, {WAY}-way {SHOT}-shot {QUERIES} queries, "
-                 f"full network, 1 inner step, {device.type}, median of {args.steps}:", "",
-                 "| | time per step | peak memory above set-up |", "|---|---:|---:|",
-                 f"| ours (`training.algorithms` MAML) | {ours['median_s']:.2f} s | {ours['peak_mb']:.0f} MB |",
-                 f"| learn2learn 0.2.0 MAML | {peer['median_s']:.2f} s | {peer['peak_mb']:.0f} MB |",
-                 f"| ours / peer | {ours['median_s'] / peer['median_s']:.2f} | {ours['peak_mb'] / peer['peak_mb']:.2f} |"]
+                 f"full network, 1 inner step, {device.type}; {args.repeats} fresh processes a side, alternating, "
+                 f"each timing {args.steps} steps after a warm-up; medians (peak memory range: ours {spread['ours']}, "
+                 f"peer {spread['peer']}):", "",
+                 "| | time per step | peak memory above set-up | saved for backward |", "|---|---:|---:|---:|",
+                 *(f"| {label} | {r['median_s']:.2f} s | {r['peak_mb']:.0f} MB | {r['saved_mb']:.0f} MB |"
+                   for label, r in (("ours (`training.algorithms` MAML)", ours), ("learn2learn 0.2.0 MAML", peer))),
+                 f"| ours / peer | {ours['median_s'] / peer['median_s']:.2f} | {ours['peak_mb'] / peer['peak_mb']:.2f} "
+                 f"| {ours['saved_mb'] / peer['saved_mb']:.2f} |"]
+    elif args.summarise:
+        raw = json.loads((ROOT / "bench" / "results" / "maml_peer_race.json").read_text())
+        lines = race_table(raw, next(side for side in raw if side != PEER))
     else:
         lines = race(args, device)
     out = ROOT / "bench" / "results" / f"maml_peer_{args.mode}.md"

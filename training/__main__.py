@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      "(default: from scratch)")
     dis.add_argument("--input-size", type=int, default=128)
     dis.add_argument("--views", type=int, default=9600, help="augmented crops the teacher labels (once)")
-    dis.add_argument("--epochs", type=int, default=4, help="student passes over those views")
+    dis.add_argument("--epochs", type=int, default=5, help="student passes over those views")
     dis.add_argument("--supervised-weight", type=float, default=0.5,
                      help="weight of the training classes' cross-entropy beside distillation (0: distillation only)")
     meta = sub.add_parser("meta-train", help="episodic meta-training (MAML, FOMAML, ANIL, Reptile, ProtoNet, Matching)")

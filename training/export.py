@@ -84,7 +84,7 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     net = EmbeddingNet(num_classes=len(state["labels"]))
     net.load_state_dict(state["model"])
     # A meta-trained checkpoint carries the inner loop it learned; pre-training uses the fixed one.
-    adaptation = state.get("adaptation", BASELINE_ADAPTATION)
+    adaptation = state.get("adaptation") or BASELINE_ADAPTATION
     algorithm = state.get("algorithm", algorithm)
     extractor = FeatureExtractor(net).eval()
     out.mkdir(parents=True, exist_ok=True)
@@ -146,8 +146,8 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
                        "base_head_accuracy_int8": round(acc_int8, 4),
                        "base_head_test_crops": len(test_labels),
                        **({"fewshot_held_out": fewshot} if fewshot else {})},
-        "notes": ("adaptation schedule fixed (not meta-learned) for this baseline bundle" if "adaptation" not in state
-                  else "adaptation schedule meta-learned (per-step step sizes, logit scale)"),
+        "notes": ("adaptation schedule meta-learned (per-step step sizes, logit scale)" if state.get("adaptation")
+                  else f"adaptation schedule: the fixed default ({algorithm} learns no head inner loop of its own)"),
     }
     (out / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
     load_bundle(out)  # the result must load as the runtime loads it

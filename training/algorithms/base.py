@@ -70,10 +70,10 @@ class MetaLearner(nn.Module, ABC):
         loss.backward()
         return loss.item(), sum(accuracies) / len(accuracies)
 
-    def adaptation(self) -> dict:
-        """The inner loop the runtime should replay (bundle.json ``adaptation``)."""
-        return {"inner_steps": self.cfg.inner_steps, "step_sizes": [self.cfg.inner_lr] * self.cfg.inner_steps,
-                "logit_scale": self.cfg.logit_scale, "weight_decay": 0.0}
+    def adaptation(self) -> dict | None:
+        """The inner loop the runtime should replay (bundle.json ``adaptation``); None for a learner
+        without a head inner loop of its own (the metric learners): export then uses the default one."""
+        return None
 
 
 def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:

@@ -53,6 +53,11 @@ class Reptile(MetaLearner):
             logits = head_logits(self.features(task.query_x, params), weight, bias, support.mean(dim=0), scale)
         return nn.functional.cross_entropy(logits, task.query_y), accuracy(logits, task.query_y)
 
+    def adaptation(self) -> dict:
+        """Its own inner loop on the head, as trained (fixed step size: Reptile does not learn one)."""
+        return {"inner_steps": self.cfg.inner_steps, "step_sizes": [self.cfg.inner_lr] * self.cfg.inner_steps,
+                "logit_scale": self.cfg.logit_scale, "weight_decay": 0.0}
+
     def meta_step(self, tasks: list[Task]) -> tuple[float, float]:
         trunk = dict(self.net.trunk.named_parameters())
         for name in self.adapted:
