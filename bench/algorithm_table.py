@@ -28,7 +28,7 @@ from fewshot_anchor import anchor_accuracy, anchor_embeddings  # noqa: E402
 
 from inspector.fewshot import held_out, load_items  # noqa: E402
 from inspector.model import AdaptationParams  # noqa: E402
-from training.evaluate import embed, evaluate_embeddings, load_model  # noqa: E402
+from training.evaluate import checkpoint_adaptation, embed, evaluate_embeddings, load_model  # noqa: E402
 from training.export import BASELINE_ADAPTATION  # noqa: E402
 from training.sources import TEST_FRACTION, TRACK_COMPONENT_CLASSES  # noqa: E402
 
@@ -37,11 +37,6 @@ SETS = {  # name: (group column, classes kept, settings as (way, shot, queries))
     "sleeper": ("run", None, [(3, 1, 15), (3, 5, 15), (2, 1, 15), (2, 5, 15)]),
     "omniglot_small": ("group", None, [(5, 1, 15), (5, 5, 15), (2, 1, 15), (2, 5, 15)]),
 }
-
-
-def adaptation_of(checkpoint: Path) -> AdaptationParams:
-    learned = torch.load(checkpoint, map_location="cpu", weights_only=True).get("adaptation")
-    return AdaptationParams.from_json(learned or BASELINE_ADAPTATION, str(checkpoint))
 
 
 def cell(accuracies: np.ndarray) -> dict:
@@ -70,7 +65,8 @@ def main() -> None:
         for label, path in checkpoints.items():
             started = time.perf_counter()
             net, size = load_model(Path(path))
-            embeddings, params = embed(net, items, size), adaptation_of(Path(path))
+            embeddings = embed(net, items, size)
+            params = checkpoint_adaptation(Path(path)) or AdaptationParams.from_json(BASELINE_ADAPTATION, "export")
             for way, shot, queries in settings:
                 result = evaluate_embeddings(embeddings, labels, way, shot, queries, args.episodes, params, args.seed)
                 results.setdefault(f"{name} {way}w{shot}s", {})[label] = cell(result.accuracies)

@@ -42,11 +42,11 @@ sys.path.insert(0, str(ROOT))
 from inspector.fewshot import held_out, load_items  # noqa: E402
 from inspector.model import load_bundle  # noqa: E402
 from training.algorithms import MetaConfig, make  # noqa: E402
-from training.backbone import EMBEDDING_SIZE, EmbeddingNet  # noqa: E402
+from training.backbone import EMBEDDING_SIZE, EmbeddingNet, embedding_net  # noqa: E402
 from training.episodes import Task, TaskPool  # noqa: E402
 from training.evaluate import embed, evaluate_embeddings  # noqa: E402
 from training.sources import TEST_FRACTION, TRACK_COMPONENT_CLASSES, load_sources  # noqa: E402
-from training.train import TrainConfig  # noqa: E402
+from training.train import TrainConfig, meta_optimiser  # noqa: E402
 
 WAY, SHOT, QUERIES, SIZE = 5, 5, 5, 128
 PEER = "learn2learn maml"
@@ -103,23 +103,12 @@ class SavedTensors:
         return sum(self.storages.values()) / 2**20
 
 
-def backbone(init: Path | None, device: torch.device) -> EmbeddingNet:
-    net = EmbeddingNet()
-    if init is not None:
-        state = torch.load(init, map_location="cpu", weights_only=True)
-        net.trunk.load_state_dict({k.removeprefix("trunk."): v for k, v in state["model"].items()
-                                   if k.startswith("trunk.")})
-    return net.to(device)
-
-
 class Ours:
     """One of our algorithms with the training loop's optimiser set-up."""
 
     def __init__(self, algorithm: str, net: EmbeddingNet, cfg: MetaConfig) -> None:
         self.net, self.learner = net, make(algorithm, net, cfg)
-        meta = [p for n, p in self.learner.named_parameters() if not n.startswith("net.")]
-        self.optimiser = torch.optim.Adam([{"params": net.parameters(), "lr": OUTER_LR},
-                                           {"params": meta, "lr": 1e-3}])
+        self.optimiser = meta_optimiser(self.learner, OUTER_LR, 1e-3)
         self.learner.train()
 
     def step(self, tasks: list[Task]) -> None:
@@ -155,7 +144,7 @@ def step_worker(side: str, steps: int, device: torch.device) -> dict:
     torch.manual_seed(0)
     pool = TaskPool(load_sources(ROOT.parent / "shared" / "data", ("track_fault",)), SIZE, seed=0)
     task = pool.sample(np.random.default_rng(0), WAY, SHOT, QUERIES).to(device)
-    net = backbone(None, device)
+    net = embedding_net().to(device)
     runner = (Ours("maml", net, MetaConfig(inner_steps=1, inner_lr=0.5, backbone_inner_lr=INNER_LR,
                                            adapt_layers="all")) if side == "ours" else Peer(net, 1))
     runner.step([task])  # warm-up
@@ -189,7 +178,7 @@ def race(args, device: torch.device) -> list[str]:
     curves = {}
     for side in (args.ours, PEER):
         torch.manual_seed(0)
-        net = backbone(args.init, device)
+        net = embedding_net(args.init).to(device)
         runner = Peer(net, args.peer_inner_steps) if side == PEER else Ours(
             side, net, TrainConfig.from_toml(ROOT / "training" / "configs" / f"{side}.toml").meta)
         rng = np.random.default_rng(0)

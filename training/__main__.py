@@ -72,14 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig.from_toml(args.config, steps=args.steps, out_dir=args.out, data_root=args.data)
         print(f"wrote {meta_train(cfg)}")
     elif args.command == "evaluate":
-        import torch
+        from inspector.model import load_bundle
+        from training.evaluate import checkpoint_adaptation, evaluate_checkpoint, write_result
 
-        from inspector.model import AdaptationParams, load_bundle
-        from training.evaluate import evaluate_checkpoint, write_result
-
-        learned = torch.load(args.checkpoint, map_location="cpu", weights_only=True).get("adaptation")
-        params = (AdaptationParams.from_json(learned, str(args.checkpoint)) if learned and args.bundle is None
-                  else load_bundle(args.bundle).adaptation)  # a meta-trained checkpoint's own inner loop
+        learned = None if args.bundle is not None else checkpoint_adaptation(args.checkpoint)
+        params = learned or load_bundle(args.bundle).adaptation
         classes = args.classes.split(",") if args.classes else None
         result = evaluate_checkpoint(args.checkpoint, args.dataset, args.way, args.shot, args.queries,
                                      args.episodes, params, args.seed, args.holdout_groups, args.group_column,

@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
@@ -33,6 +35,17 @@ class EmbeddingNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(images))
+
+
+def embedding_net(init_from: Path | None = None) -> EmbeddingNet:
+    """A fresh embedding network, its trunk taken from a checkpoint's ``model`` when given (a
+    pre-training classifier in that checkpoint is left behind): how every later stage starts."""
+    net = EmbeddingNet()
+    if init_from is not None:
+        state = torch.load(init_from, map_location="cpu", weights_only=True)
+        net.trunk.load_state_dict({k.removeprefix("trunk."): v for k, v in state["model"].items()
+                                   if k.startswith("trunk.")})
+    return net
 
 
 class FeatureExtractor(nn.Module):

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.augment import load_rgb, train_pipeline
-from training.backbone import EMBEDDING_SIZE, IMAGENET_MEAN, IMAGENET_STD, EmbeddingNet
+from training.backbone import EMBEDDING_SIZE, IMAGENET_MEAN, IMAGENET_STD, embedding_net
 from training.data import load_manifest, split_by_group
 from training.runlog import append_row, restore, save_atomically
 from training.sources import SPLIT_SEED, TEST_FRACTION, load_sources
@@ -164,11 +164,7 @@ def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module |
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     views, features, classes, num_classes = teacher_pass(cfg, device, pools, teacher)
     targets = (features - features.mean(0)) / (features.std(0) + 1e-3)
-    student = EmbeddingNet().to(device)
-    if cfg.init_from is not None:
-        state = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
-        student.trunk.load_state_dict({k.removeprefix("trunk."): v for k, v in state["model"].items()
-                                       if k.startswith("trunk.")})
+    student = embedding_net(cfg.init_from).to(device)
     projector = nn.Linear(EMBEDDING_SIZE, features.shape[1]).to(device)
     classifier = nn.Linear(EMBEDDING_SIZE, num_classes).to(device)
     optimiser = torch.optim.AdamW([*student.parameters(), *projector.parameters(), *classifier.parameters()],

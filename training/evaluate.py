@@ -42,6 +42,13 @@ def embed(net: EmbeddingNet, items: list[Item], size: int, batch: int = 64) -> t
     return torch.cat(parts)
 
 
+def checkpoint_adaptation(checkpoint: Path) -> AdaptationParams | None:
+    """The inner loop a meta-trained checkpoint learned; None when it has none (pre-training, the
+    metric learners): the caller then picks the schedule to evaluate it with."""
+    learned = torch.load(checkpoint, map_location="cpu", weights_only=True).get("adaptation")
+    return AdaptationParams.from_json(learned, str(checkpoint)) if learned else None
+
+
 def evaluate_checkpoint(checkpoint: Path, dataset: Path, way: int, shot: int, queries: int, episodes: int,
                         params: AdaptationParams, seed: int = 0, holdout_groups: float | None = None,
                         group_column: str = "group", classes: list[str] | None = None,

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from training.algorithms import MetaConfig, make
-from training.backbone import EmbeddingNet
+from training.algorithms import MetaConfig, MetaLearner, make
+from training.backbone import embedding_net
 from training.episodes import TaskPool
 from training.runlog import append_row, restore, save_atomically
 from training.sources import load_sources
@@ -71,13 +71,10 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def load_backbone(cfg: TrainConfig, device: torch.device) -> EmbeddingNet:
-    net = EmbeddingNet()
-    if cfg.init_from is not None:
-        state = torch.load(cfg.init_from, map_location="cpu", weights_only=True)
-        trunk = {k.removeprefix("trunk."): v for k, v in state["model"].items() if k.startswith("trunk.")}
-        net.trunk.load_state_dict(trunk)
-    return net.to(device)
+def meta_optimiser(learner: MetaLearner, lr: float, meta_lr: float) -> torch.optim.Optimizer:
+    """Adam with the backbone at ``lr`` and the algorithm's own meta-parameters at ``meta_lr``."""
+    meta_params = [p for n, p in learner.named_parameters() if not n.startswith("net.")]
+    return torch.optim.Adam([{"params": learner.net.parameters(), "lr": lr}, {"params": meta_params, "lr": meta_lr}])
 
 
 def meta_train(cfg: TrainConfig, pool: TaskPool | None = None) -> Path:
@@ -85,11 +82,9 @@ def meta_train(cfg: TrainConfig, pool: TaskPool | None = None) -> Path:
     device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    net = load_backbone(cfg, device)
+    net = embedding_net(cfg.init_from).to(device)
     learner = make(cfg.algorithm, net, cfg.meta).to(device)
-    meta_params = [p for n, p in learner.named_parameters() if not n.startswith("net.")]
-    optimiser = torch.optim.Adam([{"params": net.parameters(), "lr": cfg.lr},
-                                  {"params": meta_params, "lr": cfg.meta_lr}])
+    optimiser = meta_optimiser(learner, cfg.lr, cfg.meta_lr)
     checkpoint = cfg.out_dir / "meta_last.pt"
     state = restore(checkpoint, device, learner=learner, optimiser=optimiser)
     start = int(state["step"]) if state else 0
