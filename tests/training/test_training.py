@@ -178,3 +178,5 @@ def test_distillation_regresses_the_teacher_and_resumes(tmp_path):
     assert size == 32 and net(torch.zeros(1, 3, 32, 32)).shape == (1, 512)
     distill(cfg)  # everything done and cached: neither the data nor the teacher is loaded again
     assert len((cfg.out_dir / "distill_log.csv").read_text().splitlines()) == 6
+    with pytest.raises(SystemExit, match="started with other --views/--epochs"):  # one line, not a scheduler traceback
+        distill(DistillConfig(tmp_path, cfg.out_dir, input_size=32, views=96, epochs=6, batch_size=16, lr=3e-3))
