@@ -6,6 +6,8 @@ backbone, input size and episodes.
     Time (median of the measured steps after one warm-up), peak memory above the set-up
     (resident memory sampled every 2 ms on the CPU, ``max_memory_allocated`` on CUDA) and the bytes
     the autograd graph saves for the backward pass (deterministic), each side in fresh processes.
+    Ours runs twice: as trained (MAML++ learned step sizes, whose backward needs the inner
+    gradients kept) and with the step sizes fixed, like the peer's.
 (b) ``race``: the algorithm behind the default bundle (``--ours``, e.g. ANIL) against the peer's
     MAML, both from the same starting backbone on the same stream of training tasks, each given
     the same training wall time. Every ``--eval-every`` seconds of training (the clock stops while
@@ -50,6 +52,8 @@ from training.train import TrainConfig, meta_optimiser  # noqa: E402
 
 WAY, SHOT, QUERIES, SIZE = 5, 5, 5, 128
 PEER = "learn2learn maml"
+STEP_SIDES = {"ours": "ours (`training.algorithms` MAML, learned per-step step sizes)",
+              "ours-fixed": "ours, step sizes fixed (as the peer's)", "peer": "learn2learn 0.2.0 MAML"}
 INNER_LR, OUTER_LR = 0.01, 1e-5
 
 
@@ -145,8 +149,9 @@ def step_worker(side: str, steps: int, device: torch.device) -> dict:
     pool = TaskPool(load_sources(ROOT.parent / "shared" / "data", ("track_fault",)), SIZE, seed=0)
     task = pool.sample(np.random.default_rng(0), WAY, SHOT, QUERIES).to(device)
     net = embedding_net().to(device)
-    runner = (Ours("maml", net, MetaConfig(inner_steps=1, inner_lr=0.5, backbone_inner_lr=INNER_LR,
-                                           adapt_layers="all")) if side == "ours" else Peer(net, 1))
+    runner = Peer(net, 1) if side == "peer" else Ours("maml", net, MetaConfig(
+        inner_steps=1, inner_lr=0.5, backbone_inner_lr=INNER_LR, adapt_layers="all",
+        learn_step_sizes=side == "ours"))
     runner.step([task])  # warm-up
     saved = SavedTensors()
     with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda tensor: tensor):
@@ -232,7 +237,7 @@ def main() -> None:
     parser.add_argument("mode", choices=["step", "race"])
     parser.add_argument("--steps", type=int, default=5, help="step: measured meta-steps per process")
     parser.add_argument("--repeats", type=int, default=3, help="step: processes per side")
-    parser.add_argument("--worker", choices=["ours", "peer"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=list(STEP_SIDES), help=argparse.SUPPRESS)
     parser.add_argument("--init", type=Path, help="race: the starting backbone checkpoint")
     parser.add_argument("--ours", default="anil", help="race: our algorithm")
     parser.add_argument("--peer-inner-steps", type=int, default=1)
@@ -247,25 +252,26 @@ def main() -> None:
         print(json.dumps(step_worker(args.worker, args.steps, device)))
         return
     if args.mode == "step":
-        runs: dict[str, list[dict]] = {"ours": [], "peer": []}
+        runs: dict[str, list[dict]] = {side: [] for side in STEP_SIDES}
         for _ in range(args.repeats):  # alternate sides: drift of the machine hits both alike
             for side in runs:
                 out = subprocess.run([sys.executable, __file__, "step", "--worker", side, "--steps", str(args.steps)],
                                      check=True, capture_output=True, text=True).stdout
                 runs[side].append(json.loads(out.strip().splitlines()[-1]))
-        ours, peer = ({key: float(np.median([r[key] for r in runs[side]])) for key in ("median_s", "peak_mb", "saved_mb")}
-                      for side in ("ours", "peer"))
-        spread = {side: f"{min(r['peak_mb'] for r in rs):.0f}-{max(r['peak_mb'] for r in rs):.0f} MB"
-                  for side, rs in runs.items()}
+        medians = {side: {key: float(np.median([r[key] for r in rs])) for key in ("median_s", "peak_mb", "saved_mb")}
+                   for side, rs in runs.items()}
+        spread = ", ".join(f"{side} {min(r['peak_mb'] for r in rs):.0f}-{max(r['peak_mb'] for r in rs):.0f} MB"
+                           for side, rs in runs.items())
+        peer = medians["peer"]
         lines = [f"Second-order MAML meta-step, ResNet18 at {SIZE} px, {WAY}-way {SHOT}-shot {QUERIES} queries, "
                  f"full network, 1 inner step, {device.type}; {args.repeats} fresh processes a side, alternating, "
-                 f"each timing {args.steps} steps after a warm-up; medians (peak memory range: ours {spread['ours']}, "
-                 f"peer {spread['peer']}):", "",
-                 "| | time per step | peak memory above set-up | saved for backward |", "|---|---:|---:|---:|",
-                 *(f"| {label} | {r['median_s']:.2f} s | {r['peak_mb']:.0f} MB | {r['saved_mb']:.0f} MB |"
-                   for label, r in (("ours (`training.algorithms` MAML)", ours), ("learn2learn 0.2.0 MAML", peer))),
-                 f"| ours / peer | {ours['median_s'] / peer['median_s']:.2f} | {ours['peak_mb'] / peer['peak_mb']:.2f} "
-                 f"| {ours['saved_mb'] / peer['saved_mb']:.2f} |"]
+                 f"each timing {args.steps} steps after a warm-up; medians (peak memory range: {spread}):", "",
+                 "| | time per step | peak memory above set-up | saved for backward | ratios to the peer |",
+                 "|---|---:|---:|---:|---|",
+                 *(f"| {STEP_SIDES[side]} | {r['median_s']:.2f} s | {r['peak_mb']:.0f} MB | {r['saved_mb']:.0f} MB | "
+                   + ("" if side == "peer" else f"time {r['median_s'] / peer['median_s']:.2f}, peak "
+                      f"{r['peak_mb'] / peer['peak_mb']:.2f}, saved {r['saved_mb'] / peer['saved_mb']:.2f}") + " |"
+                   for side, r in medians.items())]
     elif args.summarise:
         raw = json.loads((ROOT / "bench" / "results" / "maml_peer_race.json").read_text())
         lines = race_table(raw, next(side for side in raw if side != PEER))

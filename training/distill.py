@@ -6,7 +6,8 @@ small rail sets at five shots. Distillation hands that general-purpose represent
 ResNet18 the runtime ships, at its 128-px input (the teacher needs 224 px).
 
 Views are augmented crops of the training split only (track components, windows of the
-training-group track scenes, sleepers, Omniglot training characters). The teacher sees each view
+training-group track scenes, sleepers, Omniglot training characters) and of synthetic
+overhead-line scenes (``overhead_line``: there is no open catenary footage). The teacher sees each view
 once at its ImageNet resolution; the student sees the same view at the bundle's input size every
 epoch and regresses the teacher's standardised pooled features through a linear projector, and, on
 the labelled views, classifies the training classes too (``supervised_weight``): the teacher brings
@@ -31,12 +32,14 @@ from torch import nn
 from training.augment import load_rgb, train_pipeline
 from training.backbone import EMBEDDING_SIZE, IMAGENET_MEAN, IMAGENET_STD, embedding_net
 from training.data import load_manifest, split_by_group
+from training.overhead_line import render_scenes
 from training.runlog import append_row, restore, save_atomically
 from training.sources import SPLIT_SEED, TEST_FRACTION, load_sources
 
 log = logging.getLogger(__name__)
 TEACHER_SIZE = 224
-SOURCE_WEIGHTS = {"track_fault": 0.35, "track_scene": 0.3, "sleeper": 0.15, "omniglot_small": 0.2}
+SOURCE_WEIGHTS = {"track_fault": 0.35, "track_scene": 0.3, "sleeper": 0.15, "omniglot_small": 0.2, "overhead_line": 0.15}
+OVERHEAD_LINE_SCENES = 600
 
 
 @dataclass
@@ -77,13 +80,16 @@ def teacher_features(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
 Pools = dict[str, list[tuple[np.ndarray, str | None]]]  # per source: (image, class or None if unlabelled)
 
 
-def load_pools(data_root: Path) -> Pools:
+def load_pools(data_root: Path, seed: int = 0) -> Pools:
     """Training-split images per source, sized for the teacher's view (groups held out stay out);
-    track scenes are unlabelled."""
+    track scenes and the synthetic overhead-line scenes (objects pasted from the rail photos of the
+    training split) are unlabelled."""
     short = round(TEACHER_SIZE * 1.15)
     pools: Pools = {s.name: [(load_rgb(x.path, short), x.label) for x in s.train] for s in load_sources(data_root)}
     scenes, _ = split_by_group(load_manifest(data_root / "track_scene"), TEST_FRACTION, SPLIT_SEED)
     pools["track_scene"] = [(load_rgb(x.path, 2 * TEACHER_SIZE), None) for x in scenes]
+    photos = [image for name in ("track_fault", "track_scene", "sleeper") for image, _ in pools.get(name, [])]
+    pools["overhead_line"] = [(scene, None) for scene in render_scenes(OVERHEAD_LINE_SCENES, photos, seed)]
     return pools
 
 
@@ -125,7 +131,7 @@ def teacher_pass(cfg: DistillConfig, device: torch.device, pools: Pools | None,
         with np.load(cache) as saved:
             return (saved["views"], torch.from_numpy(saved["features"]), torch.from_numpy(saved["classes"]),
                     int(saved["num_classes"]))
-    pools = load_pools(cfg.data_root) if pools is None else pools
+    pools = load_pools(cfg.data_root, cfg.seed) if pools is None else pools
     for name, images in pools.items():
         log.info("%s: %d training images", name, len(images))
     names = [n for n in SOURCE_WEIGHTS if n in pools]

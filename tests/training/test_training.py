@@ -89,6 +89,19 @@ def test_learned_step_sizes_go_into_the_adaptation(tmp_path):
     assert adaptation["logit_scale"] != 5.0
 
 
+def test_fixed_step_sizes_stay_fixed_while_the_backbone_learns():
+    """MAML without MAML++ step-size learning (the peer benchmark's like-for-like setting)."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    learner = make(Algorithm.MAML, EmbeddingNet(), replace(META, inner_steps=1, learn_step_sizes=False))
+    task = toy_pool(per_class=6).sample(np.random.default_rng(0), 2, 2, 2)
+    learner.train().meta_step([task])
+    assert learner.log_step_sizes.grad is None and learner.log_backbone_lrs.grad is None
+    assert learner.net.trunk.conv1.weight.grad.abs().sum() > 0  # second order reaches the first layer
+    assert learner.log_logit_scale.grad is not None
+
+
 def test_interrupted_training_resumes_where_it_stopped(tmp_path):
     torch.manual_seed(0)
     pool = toy_pool(per_class=20)

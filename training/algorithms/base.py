@@ -29,6 +29,9 @@ class MetaConfig:
     backbone_inner_lr: float = 0.01  # MAML/FOMAML/Reptile step size on backbone weights
     adapt_layers: str = "layer4"  # which trunk layers MAML/FOMAML adapt in the inner loop: all | layer4
     logit_scale: float = 10.0
+    # MAML++: learn a step size per inner step (head and backbone). False keeps them fixed, as in
+    # plain MAML; the meta-step then keeps no copy of the inner gradients for the backward pass.
+    learn_step_sizes: bool = True
     # BatchNorm in the trunk: "frozen" running statistics (needs a pre-trained backbone; matches the
     # exported model exactly) or "batch", each task's own statistics (for training from scratch).
     batchnorm: str = "frozen"

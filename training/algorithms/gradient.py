@@ -1,7 +1,7 @@
 """MAML (second order), first-order MAML and ANIL, all on ``torch.func.functional_call``.
 
 The head is the deployed one (``training.algorithms.head``) with MAML++-style learned per-step
-step sizes (and a learned logit scale). ANIL adapts only the head in the inner loop; MAML and
+step sizes (``learn_step_sizes``) and a learned logit scale. ANIL adapts only the head in the inner loop; MAML and
 first-order MAML also adapt trunk weights (``adapt_layers``: the last block by default, or all),
 with their own learned per-step step sizes. At deployment the runtime adapts the head only.
 """
@@ -22,10 +22,12 @@ class GradientMetaLearner(MetaLearner):
     def __init__(self, net: EmbeddingNet, cfg: MetaConfig, algorithm: Algorithm) -> None:
         super().__init__(net, cfg)
         self.algorithm = algorithm
-        self.log_step_sizes = nn.Parameter(torch.full((cfg.inner_steps,), math.log(cfg.inner_lr)))
+        learned = cfg.learn_step_sizes
+        self.log_step_sizes = nn.Parameter(torch.full((cfg.inner_steps,), math.log(cfg.inner_lr)), learned)
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale)))
         if algorithm is not Algorithm.ANIL:
-            self.log_backbone_lrs = nn.Parameter(torch.full((cfg.inner_steps,), math.log(cfg.backbone_inner_lr)))
+            self.log_backbone_lrs = nn.Parameter(torch.full((cfg.inner_steps,), math.log(cfg.backbone_inner_lr)),
+                                                 learned)
             self.adapted = [name for name, _ in net.trunk.named_parameters()
                             if cfg.adapt_layers == "all" or name.startswith(cfg.adapt_layers)]
 
