@@ -77,6 +77,17 @@ def meta_optimiser(learner: MetaLearner, lr: float, meta_lr: float) -> torch.opt
     return torch.optim.Adam([{"params": learner.net.parameters(), "lr": lr}, {"params": meta_params, "lr": meta_lr}])
 
 
+def _check_replicas_agree(learner: MetaLearner) -> None:
+    """Every rank must hold the same weights after the averaged updates: a parameter checksum,
+    compared across ranks, so a broken reduction fails the run instead of saving rank 0's drift."""
+    total = torch.stack([p.detach().double().sum() for p in learner.parameters()]).sum().reshape(1)
+    low, high = total.clone(), total.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if low.item() != high.item():
+        raise RuntimeError(f"data-parallel replicas diverged (parameter sums {low.item():.6g} to {high.item():.6g})")
+
+
 def meta_train(cfg: TrainConfig, pool: TaskPool | None = None) -> Path:
     rank, world = _distributed()
     device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
@@ -118,6 +129,8 @@ def meta_train(cfg: TrainConfig, pool: TaskPool | None = None) -> Path:
         if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
             save_atomically({"learner": learner.state_dict(), "optimiser": optimiser.state_dict(), "step": done},
                              checkpoint)
+    if world > 1:
+        _check_replicas_agree(learner)
     final = cfg.out_dir / "meta_final.pt"
     if rank == 0:
         save_atomically({"model": net.state_dict(), "labels": [], "input_size": cfg.input_size,

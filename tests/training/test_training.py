@@ -1,6 +1,7 @@
 """The training package on small CPU problems: sampler, every algorithm learning a toy task,
 resume, export (torch vs ONNX, int8). Needs the train extra (torch, torchvision)."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -114,6 +115,24 @@ def test_interrupted_training_resumes_where_it_stopped(tmp_path):
     rows = (first.out_dir / "meta_log.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows] == ["step", "10", "20"]  # no step ran twice
     assert torch.load(first.out_dir / "meta_last.pt", weights_only=True)["step"] == 20
+
+
+def test_data_parallel_training_over_two_processes(tmp_path):
+    """torchrun, two CPU ranks over gloo: gradients averaged, replicas checked equal at the end
+    (the run fails otherwise), rank 0 writes the log and checkpoints."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "ddp"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(root / "tests" / "training" / "ddp_toy.py"), str(out)],
+                         cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [line.split(",")[0] for line in (out / "meta_log.csv").read_text().splitlines()] == ["step", "2", "4"]
+    assert torch.load(out / "meta_final.pt", weights_only=True)["algorithm"] == "anil"
 
 
 def test_config_file_round_trip(tmp_path):
