@@ -15,7 +15,8 @@ backbone, input size and episodes.
     with the default bundle's schedule, 5-way 5-shot on the held-out track_fault groups.
 
     python bench/maml_peer.py step
-    python bench/maml_peer.py race --init runs/distill/distill_final.pt --ours anil --seconds 360
+    python bench/maml_peer.py race --init runs/distill_line/distill_final.pt --ours matching --seconds 240
+    python bench/maml_peer.py race --ours matching --lr 1e-3 --seconds 600 --eval-every 30   # from random weights
 
 learn2learn 0.2.0 from its source package (its generated C files do not build on Python 3.11):
     pip download learn2learn==0.2.0 --no-deps --no-binary :all: && tar xzf learn2learn-0.2.0.tar.gz
@@ -110,9 +111,9 @@ class SavedTensors:
 class Ours:
     """One of our algorithms with the training loop's optimiser set-up."""
 
-    def __init__(self, algorithm: str, net: EmbeddingNet, cfg: MetaConfig) -> None:
+    def __init__(self, algorithm: str, net: EmbeddingNet, cfg: MetaConfig, lr: float = OUTER_LR) -> None:
         self.net, self.learner = net, make(algorithm, net, cfg)
-        self.optimiser = meta_optimiser(self.learner, OUTER_LR, 1e-3)
+        self.optimiser = meta_optimiser(self.learner, lr, 1e-3)
         self.learner.train()
 
     def step(self, tasks: list[Task]) -> None:
@@ -124,14 +125,14 @@ class Ours:
 class Peer:
     """learn2learn's MAML (second order) over the whole network: trunk + a linear head."""
 
-    def __init__(self, net: EmbeddingNet, inner_steps: int) -> None:
+    def __init__(self, net: EmbeddingNet, inner_steps: int, lr: float = OUTER_LR) -> None:
         import learn2learn as l2l
 
         self.net = net
         self.model = nn.Sequential(net.trunk, nn.Linear(EMBEDDING_SIZE, WAY)).to(next(net.parameters()).device)
         self.model.eval()  # frozen BatchNorm statistics, as ours
         self.maml = l2l.algorithms.MAML(self.model, lr=INNER_LR, first_order=False)
-        self.optimiser = torch.optim.Adam(self.maml.parameters(), lr=OUTER_LR)
+        self.optimiser = torch.optim.Adam(self.maml.parameters(), lr=lr)
         self.inner_steps = inner_steps
 
     def step(self, tasks: list[Task]) -> None:
@@ -184,8 +185,8 @@ def race(args, device: torch.device) -> list[str]:
     for side in (args.ours, PEER):
         torch.manual_seed(0)
         net = embedding_net(args.init).to(device)
-        runner = Peer(net, args.peer_inner_steps) if side == PEER else Ours(
-            side, net, TrainConfig.from_toml(ROOT / "training" / "configs" / f"{side}.toml").meta)
+        runner = Peer(net, args.peer_inner_steps, args.lr) if side == PEER else Ours(
+            side, net, TrainConfig.from_toml(ROOT / "training" / "configs" / f"{side}.toml").meta, args.lr)
         rng = np.random.default_rng(0)
         curve = [(0.0, 0, held_out_score(net, items, labels, params, args.episodes))]
         clock, steps, next_eval = 0.0, 0, args.eval_every
@@ -238,9 +239,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="step: measured meta-steps per process")
     parser.add_argument("--repeats", type=int, default=3, help="step: processes per side")
     parser.add_argument("--worker", choices=list(STEP_SIDES), help=argparse.SUPPRESS)
-    parser.add_argument("--init", type=Path, help="race: the starting backbone checkpoint")
+    parser.add_argument("--init", type=Path, help="race: the starting backbone checkpoint (default: random weights)")
     parser.add_argument("--ours", default="anil", help="race: our algorithm")
     parser.add_argument("--peer-inner-steps", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=OUTER_LR, help="race: outer learning rate of both sides "
+                                                                   "(1e-3 suits a start from scratch)")
     parser.add_argument("--seconds", type=float, default=360, help="race: training wall time per side")
     parser.add_argument("--eval-every", type=float, default=60)
     parser.add_argument("--episodes", type=int, default=300)

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     meta.add_argument("--steps", type=int, help="override the number of meta-steps")
     meta.add_argument("--out", type=Path, help="override the output folder")
     meta.add_argument("--data", type=Path, help="override the data folder")
+    meta.add_argument("--init-from", type=Path, help="override the starting backbone checkpoint")
     exp = sub.add_parser("export", help="export a checkpoint as a model bundle")
     exp.add_argument("checkpoint", type=Path)
     exp.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "meta-train":
         from training.train import TrainConfig, meta_train
 
-        cfg = TrainConfig.from_toml(args.config, steps=args.steps, out_dir=args.out, data_root=args.data)
+        cfg = TrainConfig.from_toml(args.config, steps=args.steps, out_dir=args.out, data_root=args.data,
+                                    init_from=args.init_from)
         print(f"wrote {meta_train(cfg)}")
     elif args.command == "evaluate":
         from inspector.model import load_bundle

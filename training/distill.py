@@ -121,16 +121,17 @@ def normalise(views: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def teacher_pass(cfg: DistillConfig, device: torch.device, pools: Pools | None,
-                 teacher: nn.Module | None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, int]:
+                 teacher: nn.Module | None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, int, list[str]]:
     """Draw the views once and run the teacher over them once (the teacher is 2x the student's
     cost per image on the CPU, so it sees each view once and the student sees it every epoch).
     Cached in the run folder with each view's class (-1: unlabelled), so a resumed run skips it.
-    Returns views, teacher features, classes and the number of classes."""
+    Returns views, teacher features, classes, the number of classes and the sources drawn from."""
     cache = cfg.out_dir / "teacher_views.npz"
     if cache.exists():
         with np.load(cache) as saved:
+            sources = [str(n) for n in saved["sources"]] if "sources" in saved else []
             return (saved["views"], torch.from_numpy(saved["features"]), torch.from_numpy(saved["classes"]),
-                    int(saved["num_classes"]))
+                    int(saved["num_classes"]), sources)
     pools = load_pools(cfg.data_root, cfg.seed) if pools is None else pools
     for name, images in pools.items():
         log.info("%s: %d training images", name, len(images))
@@ -156,8 +157,9 @@ def teacher_pass(cfg: DistillConfig, device: torch.device, pools: Pools | None,
         if (stop // cfg.batch_size) % 20 == 0 or stop == cfg.views:
             log.info("teacher: %d/%d views (%.0fs)", stop, cfg.views, time.time() - started)
     classes, num_classes = class_targets(pools, names, origins)
-    np.savez(cache, views=views, features=features.numpy(), classes=classes.numpy(), num_classes=num_classes)
-    return views, features, classes, num_classes
+    np.savez(cache, views=views, features=features.numpy(), classes=classes.numpy(), num_classes=num_classes,
+             sources=np.array(names))
+    return views, features, classes, num_classes, names
 
 
 def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module | None = None) -> Path:
@@ -168,7 +170,7 @@ def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module |
     torch.set_num_threads(cfg.threads)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    views, features, classes, num_classes = teacher_pass(cfg, device, pools, teacher)
+    views, features, classes, num_classes, sources = teacher_pass(cfg, device, pools, teacher)
     targets = (features - features.mean(0)) / (features.std(0) + 1e-3)
     student = embedding_net(cfg.init_from).to(device)
     projector = nn.Linear(EMBEDDING_SIZE, features.shape[1]).to(device)
@@ -215,5 +217,5 @@ def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module |
                         ckpt_path)
     final = cfg.out_dir / "distill_final.pt"
     save_atomically({"model": student.state_dict(), "labels": [], "input_size": cfg.input_size,
-                     "teacher": f"efficientnet-lite0 ImageNet @ {TEACHER_SIZE} px"}, final)
+                     "teacher": f"efficientnet-lite0 ImageNet @ {TEACHER_SIZE} px", "views": sources}, final)
     return final

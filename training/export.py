@@ -75,6 +75,18 @@ def _head_accuracy(backbone: Backbone, train_crops, train_labels, test_crops, te
     return head, accuracy, support
 
 
+def _distillation(state: dict) -> str | None:
+    """The teacher and view sources of the distillation behind a checkpoint (its own, or that of
+    the checkpoint it was initialised from), as one phrase; None when there was none."""
+    source = state
+    if "teacher" not in state and state.get("init_from") and Path(state["init_from"]).exists():
+        source = torch.load(state["init_from"], map_location="cpu", weights_only=True)
+    if "teacher" not in source:
+        return None
+    views = source.get("views")
+    return source["teacher"] + (f" on views of {', '.join(views)}" if views else "")
+
+
 def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str = "baseline",
                   keep_fp32: bool = False, fewshot: dict | None = None) -> Path:
     """``fewshot``: the checkpoint's few-shot evaluation (``training evaluate`` figures), recorded
@@ -134,10 +146,14 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     # The base head's support set travels with it: a project head refits these classes with its own.
     np.savez(out / "base_examples.npz", embeddings=support.astype(np.float16), labels=np.array(train_labels))
     meta["base_examples"] = "base_examples.npz"
+    data = ("shared/data: track_fault (6 component classes), sleeper, omniglot_small; split by group "
+            "(seed 0, 30 % of groups held out)")
+    distilled = _distillation(state)
+    if distilled:
+        data += f"; backbone distilled from {distilled}"
     meta["provenance"] = {
         "algorithm": algorithm,
-        "data": "shared/data: track_fault (6 component classes), sleeper, omniglot_small; split by group "
-                "(seed 0, 30 % of groups held out)",
+        "data": data,
         "checkpoint": checkpoint.name,
         "initialised_from": state.get("init_from") or state.get("teacher"),
         "trained": datetime.now(timezone.utc).isoformat(timespec="seconds"),

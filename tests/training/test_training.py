@@ -210,5 +210,16 @@ def test_distillation_regresses_the_teacher_and_resumes(tmp_path):
     assert size == 32 and net(torch.zeros(1, 3, 32, 32)).shape == (1, 512)
     distill(cfg)  # everything done and cached: neither the data nor the teacher is loaded again
     assert len((cfg.out_dir / "distill_log.csv").read_text().splitlines()) == 6
+    assert torch.load(final, weights_only=True)["views"] == ["track_fault", "track_scene"]  # for the provenance
     with pytest.raises(SystemExit, match="started with other --views/--epochs"):  # one line, not a scheduler traceback
         distill(DistillConfig(tmp_path, cfg.out_dir, input_size=32, views=96, epochs=6, batch_size=16, lr=3e-3))
+
+
+def test_bundle_provenance_names_the_distillation_behind_a_checkpoint(tmp_path):
+    from training.export import _distillation
+
+    init = tmp_path / "distill_final.pt"
+    torch.save({"teacher": "teacher T", "views": ["track_fault", "overhead_line"]}, init)
+    assert _distillation({"init_from": str(init)}) == "teacher T on views of track_fault, overhead_line"
+    assert _distillation({"teacher": "teacher T"}) == "teacher T"  # a distillation checkpoint exported itself
+    assert _distillation({"init_from": None}) is None and _distillation({}) is None
