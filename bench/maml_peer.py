@@ -16,7 +16,7 @@ backbone, input size and episodes.
 
     python bench/maml_peer.py step
     python bench/maml_peer.py race --init runs/distill_line/distill_final.pt --ours matching --seconds 240
-    python bench/maml_peer.py race --ours matching --lr 1e-3 --seconds 600 --eval-every 30   # from random weights
+    python bench/maml_peer.py race --ours matching --lr 1e-3 --batchnorm batch --seconds 600 --eval-every 30
 
 learn2learn 0.2.0 from its source package (its generated C files do not build on Python 3.11):
     pip download learn2learn==0.2.0 --no-deps --no-binary :all: && tar xzf learn2learn-0.2.0.tar.gz
@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -185,15 +186,16 @@ def race(args, device: torch.device) -> list[str]:
     for side in (args.ours, PEER):
         torch.manual_seed(0)
         net = embedding_net(args.init).to(device)
+        meta = TrainConfig.from_toml(ROOT / "training" / "configs" / f"{side}.toml").meta if side != PEER else None
         runner = Peer(net, args.peer_inner_steps, args.lr) if side == PEER else Ours(
-            side, net, TrainConfig.from_toml(ROOT / "training" / "configs" / f"{side}.toml").meta, args.lr)
+            side, net, replace(meta, batchnorm=args.batchnorm or meta.batchnorm), args.lr)
         rng = np.random.default_rng(0)
         curve = [(0.0, 0, held_out_score(net, items, labels, params, args.episodes))]
         clock, steps, next_eval = 0.0, 0, args.eval_every
         while clock < args.seconds:
             tasks = [pool.sample(rng, WAY, SHOT, QUERIES).to(device) for _ in range(2)]
             if side == PEER:
-                runner.model.eval()
+                runner.model.train(args.batchnorm == "batch")
             started = time.perf_counter()
             runner.step(tasks)
             clock += time.perf_counter() - started
@@ -242,6 +244,9 @@ def main() -> None:
     parser.add_argument("--init", type=Path, help="race: the starting backbone checkpoint (default: random weights)")
     parser.add_argument("--ours", default="anil", help="race: our algorithm")
     parser.add_argument("--peer-inner-steps", type=int, default=1)
+    parser.add_argument("--batchnorm", choices=["frozen", "batch"],
+                        help="race: BatchNorm of both sides while training (default: our config's, frozen; "
+                             "'batch' suits a start from random weights)")
     parser.add_argument("--lr", type=float, default=OUTER_LR, help="race: outer learning rate of both sides "
                                                                    "(1e-3 suits a start from scratch)")
     parser.add_argument("--seconds", type=float, default=360, help="race: training wall time per side")
