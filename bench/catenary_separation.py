@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from inspector.faults import read_examples  # noqa: E402
 from inspector.regions import crop_frame, load_profile  # noqa: E402
 from inspector.video import VideoReader  # noqa: E402
 from training.demo_truth import load_truth  # noqa: E402
@@ -35,8 +37,9 @@ DEMO = ROOT / "assets" / "demo"
 LABELLED_UNTIL = 150  # the five examples lie before this frame (as in tests/integration/test_demo.py)
 
 
+@cache
 def catenary_crops(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Crops (N x size x size x 3 RGB), nest flags, frame numbers and crop names."""
+    """Crops (N x size x size x 3 RGB), nest flags, frame numbers and crop names (decoded once a size)."""
     specs = [s for s in load_profile("demo").crop_specs() if s.region == "catenary"]
     nests = [t for t in load_truth(DEMO / "ground_truth.csv") if t.class_name == "bird_nest"]
     crops, flags, frames, names = [], [], [], []
@@ -73,9 +76,8 @@ def separation(features: np.ndarray, flags: np.ndarray, frames: np.ndarray, name
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    examples = {(int(r["frame"]), r["region"]) for r in _examples()}
     index = {(int(f), n): k for k, (f, n) in enumerate(zip(frames, names))}
-    positives = [index[e] for e in sorted(examples)]
+    positives = [index[e.frame, e.crop] for e in read_examples(DEMO / "bird_nest_examples.csv")]
     early, later = frames < LABELLED_UNTIL, frames >= LABELLED_UNTIL
     normals = np.flatnonzero(early & ~flags)
     x = features - features[normals].mean(axis=0)
@@ -87,19 +89,12 @@ def separation(features: np.ndarray, flags: np.ndarray, frames: np.ndarray, name
             float(roc_auc_score(flags[later], probe.decision_function(x[later]))))
 
 
-def _examples() -> list[dict]:
-    import csv
-
-    with (DEMO / "bird_nest_examples.csv").open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="checkpoints (.pt), bundle folders, or 'teacher'")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    _, flags, frames, names = catenary_crops(32)
+    _, flags, frames, names = catenary_crops(128)  # the labels; the crops are reused by 128-px models
     lines = [f"Demo catenary crops: {len(flags)} ({int(flags[frames >= LABELLED_UNTIL].sum())} nests among the "
              f"{int((frames >= LABELLED_UNTIL).sum())} after frame {LABELLED_UNTIL}); ROC AUC of nests against the rest.",
              "", "| features | five examples | probe on every earlier crop |", "|---|---:|---:|"]

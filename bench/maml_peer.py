@@ -115,6 +115,10 @@ class Ours:
     def __init__(self, algorithm: str, net: EmbeddingNet, cfg: MetaConfig, lr: float = OUTER_LR) -> None:
         self.net, self.learner = net, make(algorithm, net, cfg)
         self.optimiser = meta_optimiser(self.learner, lr, 1e-3)
+        self.train_mode()
+
+    def train_mode(self) -> None:
+        """Training mode, BatchNorm as the config says (frozen statistics or each batch's)."""
         self.learner.train()
 
     def step(self, tasks: list[Task]) -> None:
@@ -126,15 +130,20 @@ class Ours:
 class Peer:
     """learn2learn's MAML (second order) over the whole network: trunk + a linear head."""
 
-    def __init__(self, net: EmbeddingNet, inner_steps: int, lr: float = OUTER_LR) -> None:
+    def __init__(self, net: EmbeddingNet, inner_steps: int, lr: float = OUTER_LR,
+                 batch_statistics: bool = False) -> None:
         import learn2learn as l2l
 
-        self.net = net
+        self.net, self.batch_statistics = net, batch_statistics
         self.model = nn.Sequential(net.trunk, nn.Linear(EMBEDDING_SIZE, WAY)).to(next(net.parameters()).device)
-        self.model.eval()  # frozen BatchNorm statistics, as ours
+        self.train_mode()
         self.maml = l2l.algorithms.MAML(self.model, lr=INNER_LR, first_order=False)
         self.optimiser = torch.optim.Adam(self.maml.parameters(), lr=lr)
         self.inner_steps = inner_steps
+
+    def train_mode(self) -> None:
+        """BatchNorm frozen (eval mode), as ours by default, or on each batch's statistics."""
+        self.model.train(self.batch_statistics)
 
     def step(self, tasks: list[Task]) -> None:
         self.optimiser.zero_grad(set_to_none=True)
@@ -186,16 +195,17 @@ def race(args, device: torch.device) -> list[str]:
     for side in (args.ours, PEER):
         torch.manual_seed(0)
         net = embedding_net(args.init).to(device)
-        meta = TrainConfig.from_toml(ROOT / "training" / "configs" / f"{side}.toml").meta if side != PEER else None
-        runner = Peer(net, args.peer_inner_steps, args.lr) if side == PEER else Ours(
-            side, net, replace(meta, batchnorm=args.batchnorm or meta.batchnorm), args.lr)
+        if side == PEER:
+            runner = Peer(net, args.peer_inner_steps, args.lr, batch_statistics=args.batchnorm == "batch")
+        else:
+            meta = TrainConfig.from_toml(ROOT / "training" / "configs" / f"{side}.toml").meta
+            runner = Ours(side, net, replace(meta, batchnorm=args.batchnorm or meta.batchnorm), args.lr)
         rng = np.random.default_rng(0)
         curve = [(0.0, 0, held_out_score(net, items, labels, params, args.episodes))]
+        runner.train_mode()
         clock, steps, next_eval = 0.0, 0, args.eval_every
         while clock < args.seconds:
             tasks = [pool.sample(rng, WAY, SHOT, QUERIES).to(device) for _ in range(2)]
-            if side == PEER:
-                runner.model.train(args.batchnorm == "batch")
             started = time.perf_counter()
             runner.step(tasks)
             clock += time.perf_counter() - started
@@ -204,8 +214,7 @@ def race(args, device: torch.device) -> list[str]:
                 curve.append((round(clock, 1), steps, held_out_score(net, items, labels, params, args.episodes)))
                 print(side, curve[-1], flush=True)
                 next_eval += args.eval_every
-                if side != PEER:
-                    runner.learner.train()
+                runner.train_mode()  # scoring left the network in eval mode
         curves[side] = curve
     (ROOT / "bench" / "results" / "maml_peer_race.json").write_text(json.dumps(curves))
     return race_table(curves, args.ours)

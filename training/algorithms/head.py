@@ -37,8 +37,7 @@ def adapt_head(support: torch.Tensor, targets: torch.Tensor, num_classes: int, s
                         device=x.device, requires_grad=True)
     bias = torch.full((*batch, num_classes), init_bias, dtype=x.dtype, device=x.device, requires_grad=True)
     for lr in step_sizes:
-        logits = logit_scale * (x @ weight.transpose(-1, -2) + bias.unsqueeze(-2))
-        loss = balanced_cross_entropy(logits, targets, num_classes)
+        loss = balanced_cross_entropy(_scaled_linear(x, weight, bias, logit_scale), targets, num_classes)
         grad_w, grad_b = torch.autograd.grad(loss, (weight, bias), create_graph=create_graph)
         if not create_graph:  # plain gradient steps: keep only the graph of the next step
             weight, bias = weight.detach().requires_grad_(), bias.detach().requires_grad_()
@@ -49,5 +48,9 @@ def adapt_head(support: torch.Tensor, targets: torch.Tensor, num_classes: int, s
 
 def head_logits(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, center: torch.Tensor,
                 logit_scale: torch.Tensor) -> torch.Tensor:
-    x = F.normalize(features - center.unsqueeze(-2), dim=-1)
+    return _scaled_linear(F.normalize(features - center.unsqueeze(-2), dim=-1), weight, bias, logit_scale)
+
+
+def _scaled_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, logit_scale) -> torch.Tensor:
+    """``logit_scale * (W x + b)`` over any leading episode dimensions."""
     return logit_scale * (x @ weight.transpose(-1, -2) + bias.unsqueeze(-2))
