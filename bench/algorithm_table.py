@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from fewshot_anchor import anchor_accuracy, anchor_embeddings  # noqa: E402
 
+from inspector.bundle import AdaptationParams  # noqa: E402
 from inspector.fewshot import held_out, load_items  # noqa: E402
-from inspector.model import AdaptationParams  # noqa: E402
 from training.evaluate import checkpoint_adaptation, embed, evaluate_embeddings, load_model  # noqa: E402
 from training.export import BASELINE_ADAPTATION  # noqa: E402
 from training.sources import TEST_FRACTION, TRACK_COMPONENT_CLASSES  # noqa: E402

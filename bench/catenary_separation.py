@@ -66,7 +66,8 @@ def embeddings(spec: str) -> np.ndarray:
     if spec.endswith(".pt"):
         net, size = load_model(Path(spec))
         return torch_embeddings(net.forward_features, catenary_crops(size)[0])
-    from inspector.model import Backbone, load_bundle
+    from inspector.backbone import Backbone
+    from inspector.bundle import load_bundle
 
     backbone = Backbone(load_bundle(spec), threads=2)
     return backbone.embed(catenary_crops(backbone.bundle.input_size)[0])

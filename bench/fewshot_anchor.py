@@ -19,6 +19,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from inspector.backbone import Backbone  # noqa: E402
+from inspector.bundle import load_bundle  # noqa: E402
 from inspector.fewshot import (  # noqa: E402
     embed_items,
     evaluate,
@@ -27,7 +29,6 @@ from inspector.fewshot import (  # noqa: E402
     load_items,
     sample_episodes,
 )
-from inspector.model import Backbone, load_bundle  # noqa: E402
 from training.sources import TEST_FRACTION, TRACK_COMPONENT_CLASSES  # noqa: E402
 
 SETS = {  # name: (folder, group column, classes, settings as (way, shot, queries))

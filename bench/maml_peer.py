@@ -43,8 +43,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from inspector.bundle import load_bundle  # noqa: E402
 from inspector.fewshot import held_out, load_items  # noqa: E402
-from inspector.model import load_bundle  # noqa: E402
 from training.algorithms import MetaConfig, make  # noqa: E402
 from training.backbone import EMBEDDING_SIZE, EmbeddingNet, embedding_net  # noqa: E402
 from training.episodes import Task, TaskPool  # noqa: E402
@@ -190,7 +190,7 @@ def race(args, device: torch.device) -> list[str]:
     items = held_out(load_items(data / "track_fault"), TEST_FRACTION, None, 0, list(TRACK_COMPONENT_CLASSES))
     labels = [i.label for i in items]
     params = load_bundle().adaptation
-    pool = TaskPool(load_sources(data), SIZE, seed=0)
+    pool = TaskPool(load_sources(data, ("track_fault", "sleeper", "omniglot_small")), SIZE, seed=0)
     curves = {}
     for side in (args.ours, PEER):
         torch.manual_seed(0)

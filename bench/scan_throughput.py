@@ -27,8 +27,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from inspector.backbone import Backbone  # noqa: E402
+from inspector.bundle import load_bundle  # noqa: E402
 from inspector.heads import Head  # noqa: E402
-from inspector.model import Backbone, load_bundle  # noqa: E402
 from inspector.regions import crop_frame, load_profile  # noqa: E402
 from inspector.scan import Scanner  # noqa: E402
 from inspector.store import Store  # noqa: E402

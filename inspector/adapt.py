@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inspector.backbone import Backbone
+from inspector.bundle import AdaptationParams
 from inspector.errors import InspectorError
 from inspector.heads import Head, l2_normalise, softmax
-from inspector.model import AdaptationParams, Backbone
 
 MIN_EXAMPLES = 3  # fewer examples of a class than this: warn the operator
 MIN_LOO_ACCURACY = 0.8  # leave-one-out accuracy below this: warn the operator

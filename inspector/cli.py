@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -175,8 +176,8 @@ def _open_project(path: Path):
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    from inspector.bundle import load_bundle
     from inspector.faults import active_head
-    from inspector.model import load_bundle
 
     if not args.videos and not args.reclassify:
         raise InspectorError("nothing to do: name the videos to scan, or pass --reclassify")
@@ -204,7 +205,7 @@ def _reclassify(store, head) -> None:
 
 
 def _scan_videos(args: argparse.Namespace, bundle, store, head) -> int:
-    from inspector.model import Backbone
+    from inspector.backbone import Backbone
     from inspector.regions import load_profile
     from inspector.scan import Scanner, ScanResult, scan_many
 
@@ -291,8 +292,9 @@ def _print_quality(change) -> None:
 
 
 def cmd_faults(args: argparse.Namespace) -> int:
+    from inspector.backbone import Backbone
+    from inspector.bundle import load_bundle
     from inspector.faults import FaultLibrary, active_head, read_examples
-    from inspector.model import Backbone, load_bundle
     from inspector.regions import load_profile
     from inspector.store import STORE_NAME
 
@@ -351,8 +353,9 @@ def _list_faults(store, bundle) -> int:
 
 
 def cmd_evaluate_fewshot(args: argparse.Namespace) -> int:
+    from inspector.backbone import Backbone
+    from inspector.bundle import load_bundle
     from inspector.fewshot import eligible_classes, embed_items, evaluate, held_out, load_items
-    from inspector.model import Backbone, load_bundle
 
     bundle = load_bundle(args.bundle)
     backbone = Backbone(bundle)
@@ -381,8 +384,8 @@ def cmd_evaluate_fewshot(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_info(args: argparse.Namespace) -> int:
+    from inspector.bundle import load_bundle
     from inspector.heads import Head
-    from inspector.model import load_bundle
 
     bundle = load_bundle(args.bundle)
     head = Head.load(bundle.path, bundle.head_stem) if bundle.head_stem else None
@@ -393,14 +396,13 @@ def cmd_bundle_info(args: argparse.Namespace) -> int:
                                    for c, n, r in zip(head.classes, head.normal, head.regions)]
         print(json.dumps(raw, indent=2))
         return EXIT_OK
-    a = bundle.adaptation
     print(f"bundle     {bundle.name}  ({bundle.path})")
-    print(f"input      {bundle.input_size}x{bundle.input_size} RGB, mean {bundle.mean}, std {bundle.std}")
+    pre = bundle.preprocessing
+    print(f"input      {pre.size}x{pre.size} RGB, mean {pre.mean}, std {pre.std}")
     print(f"embedding  {bundle.embedding_size}-d")
     for key, file in sorted(bundle.backbones.items()):
         print(f"backbone   {key}: {file.name} ({file.stat().st_size / 1e6:.1f} MB)")
-    print(f"adaptation {a.inner_steps} inner steps, step sizes {', '.join(f'{s:g}' for s in a.step_sizes)}, "
-          f"logit scale {a.logit_scale:g}")
+    print(f"adaptation {bundle.adaptation.describe()}")
     if head is None:
         print("head       none (fault types come from the project)")
     else:
@@ -440,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("inspector: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (inspector ... | head): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # a bug: keep the details for the report, show one line
         log.debug("unexpected error", exc_info=True)
         detail = "".join(traceback.format_exception(exc))

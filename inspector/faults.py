@@ -27,9 +27,10 @@ import cv2
 import numpy as np
 
 from inspector.adapt import AdaptationError, ClassSpec, Quality, adapt, embed_support
+from inspector.backbone import Backbone
+from inspector.bundle import Bundle
 from inspector.errors import InspectorError
 from inspector.heads import Head
-from inspector.model import Backbone, Bundle
 from inspector.regions import CropSpec, RegionProfile, parse_profile
 from inspector.store import ExampleRow, Store
 from inspector.video import VideoReader
@@ -170,7 +171,9 @@ class FaultLibrary:
     # changes --------------------------------------------------------------------------------
     def add(self, name: str, examples: list[LabelledExample], profile: RegionProfile | None = None,
             auto_normal: bool = True) -> LibraryChange:
-        """A new fault type from labelled examples (rows labelled ``normal`` are normal examples)."""
+        """A fault type from labelled examples (rows labelled ``normal`` are normal examples). Adding
+        to a type that exists (or was removed: it comes back with its old examples) extends it; a
+        crop already in the library is not added twice."""
         started = time.perf_counter()
         self._pending_images.clear()
         name = name.strip()
@@ -178,13 +181,9 @@ class FaultLibrary:
             raise FaultLibraryError(f"{name!r} cannot name a fault type; choose a name such as bird_nest")
         if not examples:
             raise FaultLibraryError("no examples given; label at least one example of the new fault type")
+        if name in self._base_classes():
+            raise FaultLibraryError(f"{name} comes with the model bundle; name the new fault type differently")
         known = {t.name: t for t in self.store.fault_types(include_removed=True)}
-        if name in known and known[name].removed_at:
-            raise FaultLibraryError(f"a fault type named {name} was removed earlier; restore a version that has it "
-                                    "('inspector faults restore VERSION') or choose another name")
-        if name in known or name in self._base_classes():
-            raise FaultLibraryError(f"a fault type named {name} already exists; choose another name "
-                                    f"or remove it first ('inspector faults remove {name}')")
         labels = {e.label for e in examples}
         wrong = labels - {name, NORMAL}
         if wrong:
@@ -192,17 +191,26 @@ class FaultLibrary:
                                     f"label rows {name} or {NORMAL}")
         if name not in labels:
             raise FaultLibraryError(f"none of the examples is labelled {name}; label at least one")
-        rows = self._example_rows(examples, profile)
-        if auto_normal and NORMAL not in labels:
+        kept = self.store.examples() + (self.store.examples([name]) if name in known and known[name].removed_at
+                                         else [])
+        have = {(r.fault_type, r.pixels_hash) for r in kept}
+        rows = [r for r in self._example_rows(examples, profile) if (r.fault_type, r.pixels_hash) not in have]
+        if not any(r.fault_type == name for r in rows):
+            raise FaultLibraryError(f"every example of {name} given is already in the library; label other frames")
+        if auto_normal and NORMAL not in labels and not any(r.fault_type == NORMAL for r in kept):
             rows += self._sample_normal(examples, rows, profile)
         active = [t.name for t in self.store.fault_types()]
         new_types = [(name, False)]
         if any(r.fault_type == NORMAL for r in rows) and NORMAL not in active:
             new_types.append((NORMAL, True))
         fault_types = active + [n for n, _ in new_types if n not in active]
-        head, quality = self._fit(self.store.examples() + rows, judged_types={name})
-        version = self._save(f"added {name} ({sum(r.fault_type == name for r in rows)} examples)", head, quality,
-                             fault_types, new_types=new_types, new_examples=rows)
+        head, quality = self._fit(kept + rows, judged_types={name})
+        count = sum(r.fault_type == name for r in rows)
+        if name not in known:
+            note = f"added {name} ({count} examples)"
+        else:
+            note = f"{count} more examples of {name}" + (" (brought back)" if known[name].removed_at else "")
+        version = self._save(note, head, quality, fault_types, new_types=new_types, new_examples=rows)
         return LibraryChange(version, head.with_version(version), quality,
                              {t: sum(r.fault_type == t for r in rows) for t in sorted({r.fault_type for r in rows})},
                              time.perf_counter() - started)

@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from inspector.adapt import AdaptationError, ClassSpec, adapt, embed_support
+from inspector.backbone import Backbone
 from inspector.errors import InspectorError
-from inspector.model import Backbone
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 

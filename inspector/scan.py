@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from inspector.backbone import Backbone
 from inspector.errors import BundleError, InspectorError, ProfileError, StoreError
 from inspector.findings import group_findings
 from inspector.heads import Head
-from inspector.model import Backbone
 from inspector.regions import CropSpec, RegionProfile, crop_frame, parse_profile
 from inspector.store import DetectionRow, Store
 from inspector.video import VideoReader, step_for_rate

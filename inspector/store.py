@@ -126,6 +126,10 @@ MIGRATIONS: tuple[str, ...] = (
         head_npz BLOB NOT NULL);
     ALTER TABLE scans ADD COLUMN classified_with INTEGER;
     """,
+    """
+    -- A reviewer may confirm a finding as another class than the one the scan called.
+    ALTER TABLE findings ADD COLUMN reviewed_class TEXT;
+    """,
 )
 
 REVIEW_STATUSES = ("open", "confirmed", "rejected")
@@ -196,6 +200,12 @@ class FindingRecord:
     best_score: float
     frames: int
     status: str
+    reviewed_class: str | None = None  # the class a reviewer corrected it to
+
+    @property
+    def final_class(self) -> str:
+        """The class as reviewed: the reviewer's correction, else what the scan called."""
+        return self.reviewed_class or self.class_name
 
 
 @dataclass(frozen=True)
@@ -411,27 +421,28 @@ class Store:
 
     # findings -------------------------------------------------------------------------------
     _FINDING_COLUMNS = ("id, scan_id, crop, region, class, start_frame, end_frame, best_frame, best_score, "
-                        "frames, status")
+                        "frames, status, reviewed_class")
 
     def replace_findings(self, scan_id: int, findings: Sequence[FindingRecord]) -> None:
         """Store freshly grouped findings; a review decision carries over to the new finding of
         the same crop and class that overlaps the reviewed one."""
         with self.transaction() as conn:
             reviewed = conn.execute(
-                "SELECT crop, class, start_frame, end_frame, status, reviewed_at FROM findings "
+                "SELECT crop, class, start_frame, end_frame, status, reviewed_at, reviewed_class FROM findings "
                 "WHERE scan_id=? AND status!='open'", (scan_id,)).fetchall()
             conn.execute("DELETE FROM findings WHERE scan_id=?", (scan_id,))
             for f in findings:
-                status, reviewed_at = "open", None
-                for crop, cls, start, end, old_status, old_at in reviewed:
+                status, reviewed_at, reviewed_class = "open", None, None
+                for crop, cls, start, end, old_status, old_at, old_class in reviewed:
                     if crop == f.crop and cls == f.class_name and start <= f.end_frame and f.start_frame <= end:
-                        status, reviewed_at = old_status, old_at
+                        status, reviewed_at, reviewed_class = old_status, old_at, old_class
                         break
                 conn.execute(
                     "INSERT INTO findings(scan_id, crop, region, class, start_frame, end_frame, best_frame, "
-                    "best_score, frames, status, reviewed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "best_score, frames, status, reviewed_at, reviewed_class) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (scan_id, f.crop, f.region, f.class_name, f.start_frame, f.end_frame, f.best_frame,
-                     f.best_score, f.frames, status, reviewed_at))
+                     f.best_score, f.frames, status, reviewed_at, reviewed_class))
 
     def findings(self, scan_id: int | None = None) -> list[FindingRecord]:
         sql = f"SELECT {self._FINDING_COLUMNS} FROM findings"
@@ -441,11 +452,15 @@ class Store:
             args = (scan_id,)
         return [FindingRecord(*r) for r in self._conn.execute(sql + " ORDER BY scan_id, start_frame, crop", args)]
 
-    def set_finding_status(self, finding_id: int, status: str) -> None:
+    def set_finding_status(self, finding_id: int, status: str, reviewed_class: str | None = None) -> None:
+        """A review decision; ``reviewed_class`` corrects the class of a confirmed finding."""
         if status not in REVIEW_STATUSES:
             raise StoreError(f"review status must be one of {', '.join(REVIEW_STATUSES)}, not {status!r}")
+        if reviewed_class is not None and status != "confirmed":
+            raise StoreError("only a confirmed finding can be given another class")
         with self.transaction() as conn:
-            cur = conn.execute("UPDATE findings SET status=?, reviewed_at=? WHERE id=?", (status, now(), finding_id))
+            cur = conn.execute("UPDATE findings SET status=?, reviewed_at=?, reviewed_class=? WHERE id=?",
+                               (status, now() if status != "open" else None, reviewed_class, finding_id))
             if cur.rowcount == 0:
                 raise StoreError(f"project store {self.path}: no finding {finding_id}")
 

@@ -14,7 +14,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from inspector.adapt import fit_head
-from inspector.model import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, load_bundle
+from inspector.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, load_bundle
 
 TINY_SIZE = 32
 RED = (40, 40, 220)  # BGR
@@ -73,7 +73,7 @@ def make_bundle(folder: Path, size: int = TINY_SIZE, with_head: bool = True) -> 
             "provenance": {"algorithm": "test", "evaluation": {"note": "test bundle"}}}
     (folder / "bundle.json").write_text(json.dumps(meta))
     if with_head:
-        from inspector.model import Backbone
+        from inspector.backbone import Backbone
 
         bundle = load_bundle(folder)
         backbone = Backbone(bundle, "fp32", threads=1)

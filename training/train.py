@@ -23,7 +23,7 @@ from training.algorithms import MetaConfig, MetaLearner, make
 from training.backbone import embedding_net
 from training.episodes import TaskPool
 from training.runlog import append_row, restore, save_atomically
-from training.sources import load_sources
+from training.sources import DOMAINS, load_sources
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,17 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 50
-    source_weights: dict[str, float] = field(default_factory=lambda: {"track_fault": 0.4, "sleeper": 0.2,
-                                                                     "omniglot_small": 0.4})
+    domains: tuple[str, ...] = DOMAINS  # the labelled domains tasks are drawn from, one domain per task
+    exclude: tuple[str, ...] = ()  # domains left out entirely (leave-one-domain-out evaluation)
+    source_weights: dict[str, float] = field(default_factory=lambda: {"track_fault": 0.25, "sleeper": 0.1,
+                                                                     "omniglot_small": 0.15, "neu": 0.15,
+                                                                     "deeppcb": 0.2, "magnetic_tile": 0.15})
+    device: str = "auto"
     meta: MetaConfig = field(default_factory=MetaConfig)
+
+    @property
+    def training_domains(self) -> tuple[str, ...]:
+        return tuple(d for d in self.domains if d not in self.exclude)
 
     @classmethod
     def from_toml(cls, path: Path, **overrides) -> TrainConfig:
@@ -57,6 +65,9 @@ class TrainConfig:
         for key in ("out_dir", "data_root", "init_from"):
             if raw.get(key) is not None:
                 raw[key] = Path(raw[key])
+        for key in ("domains", "exclude"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
         known = {f.name for f in fields(cls)}
         unknown = set(raw) - known
         if unknown:
@@ -90,19 +101,27 @@ def _check_replicas_agree(learner: MetaLearner) -> None:
 
 def meta_train(cfg: TrainConfig, pool: TaskPool | None = None) -> Path:
     rank, world = _distributed()
-    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+    unknown = (set(cfg.domains) | set(cfg.exclude)) - set(DOMAINS)
+    if pool is None and unknown:
+        raise SystemExit(f"unknown domains {sorted(unknown)}: choose from {', '.join(DOMAINS)}")
+    if cfg.device != "auto":
+        device = torch.device(cfg.device)
+    else:
+        device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    net = embedding_net(cfg.init_from).to(device)
+    net = embedding_net(cfg.init_from).to(device, memory_format=torch.channels_last)
     learner = make(cfg.algorithm, net, cfg.meta).to(device)
     optimiser = meta_optimiser(learner, cfg.lr, cfg.meta_lr)
     checkpoint = cfg.out_dir / "meta_last.pt"
     state = restore(checkpoint, device, learner=learner, optimiser=optimiser)
     start = int(state["step"]) if state else 0
+    spent = float(state.get("seconds", 0.0)) if state else 0.0  # wall time of the stage over all sittings
     if state:
         log.info("resuming %s at step %d", cfg.algorithm, start)
     if pool is None:
-        pool = TaskPool(load_sources(cfg.data_root), cfg.input_size, "train", cfg.source_weights, seed=cfg.seed + rank)
+        pool = TaskPool(load_sources(cfg.data_root, cfg.training_domains), cfg.input_size, "train", cfg.source_weights,
+                        seed=cfg.seed + rank)
     rng = np.random.default_rng([cfg.seed, rank, start])
     log_path = cfg.out_dir / "meta_log.csv"
     learner.train()
@@ -122,20 +141,22 @@ def meta_train(cfg: TrainConfig, pool: TaskPool | None = None) -> Path:
         if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
             loss, acc = np.mean(window, axis=0)
             row = {"step": done, "loss": round(float(loss), 5), "query_acc": round(float(acc), 4),
-                   "seconds": round(time.monotonic() - started, 1)}
+                   "seconds": round(spent + time.monotonic() - started, 1)}
             append_row(log_path, row)
             log.info("%s step %d loss %.4f acc %.3f", cfg.algorithm, done, loss, acc)
             window = []
         if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            save_atomically({"learner": learner.state_dict(), "optimiser": optimiser.state_dict(), "step": done},
-                             checkpoint)
+            save_atomically({"learner": learner.state_dict(), "optimiser": optimiser.state_dict(), "step": done,
+                             "seconds": spent + time.monotonic() - started}, checkpoint)
     if world > 1:
         _check_replicas_agree(learner)
     final = cfg.out_dir / "meta_final.pt"
     if rank == 0:
         save_atomically({"model": net.state_dict(), "labels": [], "input_size": cfg.input_size,
                           "algorithm": cfg.algorithm, "adaptation": learner.adaptation(),
-                          "init_from": str(cfg.init_from) if cfg.init_from else None}, final)
+                          "init_from": str(cfg.init_from) if cfg.init_from else None,
+                          "domains": list(pool.by_source), "steps": cfg.steps,
+                          "seconds": round(spent + time.monotonic() - started, 1)}, final)
         plot_curves(log_path, cfg.out_dir / "meta_curves.png")
     if world > 1:
         dist.barrier()

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from PyQt6.QtCore import QSettings, Qt, QTimer
-from PyQt6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
+from PyQt6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence, QPixmap
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -37,11 +37,11 @@ from PyQt6.QtWidgets import (
 
 from inspector.errors import InspectorError
 from inspector.faults import NORMAL
-from inspector.gui.session import Session, default_project_for
-from inspector.gui.widgets import FindingsModel, FrameView, Timeline
+from inspector.gui.session import ReviewQueue, Session, default_project_for
+from inspector.gui.widgets import FindingsModel, FrameView, Timeline, crop_image
 from inspector.gui.workers import AdaptWorker, LiveInference, ReportWorker, ScanWorker
 from inspector.report import clock
-from inspector.video import VIDEO_SUFFIXES
+from inspector.video import VIDEO_SUFFIXES, VideoReader
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,17 @@ SHORTCUTS = (
     ("Shift+Left / Shift+Right", "one second back / forward"), ("Home / End", "first / last frame"),
     ("[ / ]", "slower / faster playback"), ("Tab", "select the next region"),
     ("drag on the frame", "draw a box to label instead of a region"), ("Esc", "forget the drawn box"),
-    ("1 ... 9", "label the drawn box or the selected region with fault type 1 ... 9"), ("0 or N", "label it normal"),
+    ("1 ... 9", "label the drawn box or the selected region with fault type 1 ... 9"),
+    ("0 or N", "label it normal (N: when not reviewing)"),
     ("Ctrl+Z", "undo the last label"), ("Ctrl+S", "save the labels (labels.csv in the project)"),
     ("Ctrl+N", "new fault type"), ("Ctrl+Return", "adapt: learn the new fault type from its labels"),
-    ("C / X", "confirm / reject the selected finding"), ("Ctrl+R", "scan the open video in the background"),
+    ("R", "review the open findings one by one (order: time or score)"),
+    ("C / X", "confirm / reject the finding under review (or the selected rows)"),
+    ("1 ... 9 while reviewing", "confirm the finding as fault type 1 ... 9 instead"),
+    ("S / Backspace", "skip / back while reviewing"), ("N / P", "next / previous finding while reviewing"),
+    ("Shift+N", "next finding still open"), ("Esc while reviewing", "stop reviewing"),
+    ("click or Enter on a finding", "show its best frame"),
+    ("Ctrl+R", "scan the open video in the background"), ("Scan > Scan videos…", "scan several videos in the background"),
     ("Ctrl+E", "export the report"), ("Ctrl+O", "open a video"), ("Ctrl+Shift+O", "open a project"),
     ("F1", "this list"), ("Ctrl+Q", "quit"),
 )
@@ -122,7 +129,8 @@ class MainWindow(QMainWindow):
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().hide()
-        self.table.doubleClicked.connect(lambda index: self.show_frame(self.findings_model.rows[index.row()].best_frame))
+        self.table.clicked.connect(self._seek_to_row)  # a click or Enter on a row shows its best frame
+        self.table.activated.connect(self._seek_to_row)
         self.class_filter = QComboBox()
         self.status_filter = QComboBox()
         self.status_filter.addItems(["all", "open", "confirmed", "rejected"])
@@ -164,9 +172,33 @@ class MainWindow(QMainWindow):
         column.addWidget(self.quality_label)
         self._dock("Labelling", label_panel, Qt.DockWidgetArea.RightDockWidgetArea)
 
+        self.review_order = QComboBox()
+        self.review_order.addItems(["time", "score"])
+        self.review_order.setToolTip("review order: by video and time, or most confident first")
+        start = QPushButton("Review open findings (R)")
+        start.clicked.connect(self.start_review)
+        self.zoom = QLabel("R starts reviewing the open findings one by one")
+        self.zoom.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.zoom.setMinimumSize(200, 160)
+        self.zoom.setWordWrap(True)
+        self.review_info = QLabel("")
+        self.review_info.setWordWrap(True)
+        review_panel = QWidget()
+        column = QVBoxLayout(review_panel)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("order"))
+        row.addWidget(self.review_order)
+        row.addWidget(start, 1)
+        column.addLayout(row)
+        column.addWidget(self.zoom, 1)
+        column.addWidget(self.review_info)
+        self._dock("Review", review_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.queue: ReviewQueue | None = None
+
         self.status_text = QLabel("")
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(260)
+        self.progress.setMinimumWidth(320)
+        self.progress.setMaximumWidth(460)
         self.progress.hide()
         self.cancel_button = QPushButton("Cancel scan")
         self.cancel_button.clicked.connect(self.cancel_scan)
@@ -212,17 +244,23 @@ class MainWindow(QMainWindow):
         self._action(play, "Faster", lambda: self._speed(1), "]")
         label = bar.addMenu("&Label")
         self._action(label, "Next region", self.next_region, "Tab")
-        self._action(label, "Forget the drawn box", self.view.clear_box, "Esc")
+        self._action(label, "Forget the drawn box / stop reviewing", self._escape, "Esc")
         for digit in range(1, 10):
             self._action(label, f"Label with fault type {digit}", lambda _, d=digit: self.label_key(d), str(digit))
-        self._action(label, "Label normal", lambda: self.label_key(0), "0", "N")
+        self._action(label, "Label normal", lambda: self.label_key(0), "0")
         self._action(label, "Undo label", self.undo_label, "Ctrl+Z")
         self._action(label, "Save labels", self.save_labels, "Ctrl+S")
         self._action(label, "New fault type…", self.ask_fault_type, "Ctrl+N")
         self._action(label, "Adapt", self.adapt, "Ctrl+Return")
         review = bar.addMenu("&Review")
+        self._action(review, "Review open findings", self.start_review, "R")
         self._action(review, "Confirm finding", lambda: self.review("confirmed"), "C")
         self._action(review, "Reject finding", lambda: self.review("rejected"), "X")
+        self._action(review, "Skip finding", lambda: self._review_move(1), "S")
+        self._action(review, "Back to the previous finding", lambda: self._review_move(-1), "Backspace")
+        self._action(review, "Next finding (label normal when not reviewing)", self._key_n, "N")
+        self._action(review, "Previous finding", lambda: self._review_move(-1), "P")
+        self._action(review, "Next unreviewed finding", self._review_next_open, "Shift+N")
         scan = bar.addMenu("&Scan")
         self._action(scan, "Scan this video", self.scan, "Ctrl+R")
         self._action(scan, "Scan videos…", self.ask_scan_videos)
@@ -244,6 +282,7 @@ class MainWindow(QMainWindow):
                 if video is not None:
                     self._open_video(video)
             else:
+                VideoReader(path).close()  # an unreadable file changes nothing: no new project, no switch
                 project = default_project_for(path)
                 if self.session is None or self.session.project != project:
                     self._open_session(project)
@@ -260,6 +299,7 @@ class MainWindow(QMainWindow):
         if self.session is not None:
             self.session.close()
         self.session = session
+        self.queue = None  # a review queue belongs to the project it was started on
         if self.live is None:
             self.live = LiveInference(session.backbone)
             self.live.result.connect(self._live_result)
@@ -394,15 +434,111 @@ class MainWindow(QMainWindow):
         self.findings_model.set_rows(shown, self.session.video.info.fps)
         self.timeline.set_findings(findings, self._frame_count())
 
-    def review(self, status: str) -> None:
+    def review(self, status: str, reviewed_class: str | None = None) -> None:
+        """C / X (or a digit while reviewing): the finding under review, else the selected rows."""
+        if self.queue is not None and self.queue.current is not None:
+            try:
+                self.session.set_status(self.queue.current, status, reviewed_class)
+            except InspectorError as exc:
+                self.error(str(exc))
+            self.refresh_findings()
+            self._review_move(1)
+            return
         rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
         if not rows or self.session is None:
             self.status_text.setText("select a finding in the table first")
             return
-        for row in rows:
-            self.session.set_status(self.findings_model.rows[row].id, status)
+        try:
+            for row in rows:
+                self.session.set_status(self.findings_model.rows[row].id, status)
+        except InspectorError as exc:  # e.g. the finding went with a rescan: say so, show the current list
+            self.error(str(exc))
         self.refresh_findings()
         self.table.selectRow(min(rows[-1] + 1, self.findings_model.rowCount() - 1))
+
+    def _seek_to_row(self, index) -> None:
+        if 0 <= index.row() < len(self.findings_model.rows):
+            self.show_frame(self.findings_model.rows[index.row()].best_frame)
+
+    # review queue ---------------------------------------------------------------------------
+    def start_review(self) -> None:
+        if self.session is None:
+            self.error("open a project first (Ctrl+O)")
+            return
+        self.queue = ReviewQueue.of(self.session.store.findings(), self.review_order.currentText())
+        if not self.queue.ids:
+            self.queue = None
+            self.status_text.setText("no open findings to review")
+            return
+        self._show_review()
+
+    def _review_move(self, delta: int) -> None:
+        if self.queue is not None:
+            self.queue.move(delta)
+            self._show_review()
+
+    def _review_next_open(self) -> None:
+        if self.queue is not None:
+            self.queue.next_open(lambda fid: self.session.finding(fid).status)
+            self._show_review()
+
+    def _key_n(self) -> None:
+        if self.queue is not None:
+            self._review_move(1)
+        else:
+            self.label_key(0)
+
+    def _escape(self) -> None:
+        if self.queue is not None:
+            self.stop_review()
+        else:
+            self.view.clear_box()
+
+    def stop_review(self, note: str = "review stopped") -> None:
+        self.queue = None
+        self.timeline.current = None
+        self.timeline.update()
+        self.zoom.clear()
+        self.zoom.setText("R starts reviewing the open findings one by one")
+        self.review_info.setText(note)
+        self.status_text.setText(note)
+
+    def _show_review(self) -> None:
+        """Seek to the finding under review, outline it, and zoom its crop beside the frame."""
+        assert self.queue is not None
+        if self.queue.current is None:
+            findings = self.session.store.findings()
+            counts = {s: sum(f.status == s for f in findings) for s in ("confirmed", "rejected", "open")}
+            self.stop_review(f"review done: {counts['confirmed']} confirmed, {counts['rejected']} rejected, "
+                             f"{counts['open']} still open")
+            return
+        try:
+            finding = self.session.finding(self.queue.current)
+            video = self.session.video_of(finding)
+            if self.session.video is None or self.session.video.info.path != video:
+                self._open_video(video)
+        except InspectorError as exc:
+            self.error(str(exc))
+            self.queue.ids.pop(self.queue.position)
+            return self._show_review()
+        self.timeline.current = finding.id
+        self.show_frame(finding.best_frame)
+        for row, f in enumerate(self.findings_model.rows):
+            if f.id == finding.id:
+                self.table.selectRow(row)
+                self.table.scrollTo(self.findings_model.index(row, 0))
+        spec = next((c for c in self.session.crops if c.name == finding.crop), None)
+        if spec is not None:
+            image = crop_image(self.session.read(finding.best_frame).image, spec)
+            self.zoom.setPixmap(QPixmap.fromImage(image).scaled(
+                self.zoom.size(), Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
+        types = self._label_names()
+        keys = ", ".join(f"{k + 1} {name}" for k, name in enumerate(types[:9]))
+        self.review_info.setText(
+            f"{self.queue.position + 1} of {len(self.queue.ids)}: {finding.class_name} on {finding.crop}, "
+            f"score {finding.best_score:.2f}, {finding.status}\nC confirm · X reject · S skip · Backspace back · "
+            f"Shift+N next open · Esc stop" + (f"\nre-class: {keys}" if keys else ""))
+        self.status_text.setText(f"reviewing finding {self.queue.position + 1} of {len(self.queue.ids)}")
 
     # labelling ------------------------------------------------------------------------------
     def _label_names(self) -> list[str]:
@@ -427,7 +563,13 @@ class MainWindow(QMainWindow):
         self.view.select_next()
 
     def label_key(self, key: int) -> None:
-        """Label the drawn box if there is one, else the selected region."""
+        """Label the drawn box if there is one, else the selected region; while reviewing, a digit
+        confirms the finding as fault type ``key`` instead (a correction of its class)."""
+        if self.queue is not None and key > 0:
+            names = self._label_names()
+            if key <= len(names):
+                self.review("confirmed", names[key - 1])
+            return
         if self.session is None or self.session.video is None or (self.view.selected is None and self.view.box is None):
             return
         names = self._label_names()
@@ -465,9 +607,11 @@ class MainWindow(QMainWindow):
     def adapt(self) -> None:
         if self.session is None or self.session.video is None:
             return
-        pending = [n for n in self.new_types if any(x.label == n for x in self.session.labels)]
+        teachable = set(self.new_types) | {t.name for t in self.session.store.fault_types() if not t.normal}
+        pending = [n for n in self._label_names() if n in teachable and any(x.label == n for x in self.session.labels)]
         if not pending:
-            self.error("no labels of a new fault type yet: press Ctrl+N to name one, then label frames with its key")
+            self.error("no labels of a fault type to learn yet: press Ctrl+N to name one (or pick a type of yours), "
+                       "then label frames with its key")
             return
         name = pending[0]
         self.quality_label.setText(f"learning {name}…")
@@ -479,8 +623,9 @@ class MainWindow(QMainWindow):
 
     def _adapted(self, name: str, change, summary: str) -> None:
         self.session.reload_head()
-        self.new_types.remove(name)
-        self.session.labels = [x for x in self.session.labels if x.label not in (name, NORMAL)]
+        if name in self.new_types:
+            self.new_types.remove(name)
+        self.session.forget_labels({name, NORMAL})
         q = change.quality
         loo = "n/a" if q.loo_accuracy is None else f"{q.loo_accuracy:.0%}"
         text = (f"{name} learnt in {change.seconds:.2f} s (head version {change.version}); leave-one-out "
@@ -517,10 +662,13 @@ class MainWindow(QMainWindow):
         if paths:
             self.scan([Path(p) for p in paths])
 
-    def _scan_progress(self, name: str, frame: int, total: int, fps: float) -> None:
-        self.progress.setMaximum(total)
+    def _scan_progress(self, name: str, index: int, count: int, frame: int, total: int, fps: float,
+                       eta: float) -> None:
+        self.progress.setMaximum(max(total, 1))
         self.progress.setValue(frame)
-        self.progress.setFormat(f"{name} %p%  {fps:.0f} fps")
+        left = "" if eta < 0 else f", {int(eta) // 60}:{int(eta) % 60:02d} left"
+        self.progress.setFormat(f"file {index} of {count}: {name} %p%  {fps:.0f} frames/s{left}")
+        self.progress.setToolTip(self.progress.format())
 
     def _scan_done(self, summary: str) -> None:
         self.progress.hide()

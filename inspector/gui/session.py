@@ -5,12 +5,15 @@ so the desktop app and the command line never compute anything differently.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inspector.backbone import Backbone
+from inspector.bundle import Bundle, load_bundle
+from inspector.errors import InspectorError
 from inspector.faults import NORMAL, FaultLibrary, LabelledExample, active_head
 from inspector.heads import Head
-from inspector.model import Backbone, Bundle, load_bundle
 from inspector.regions import CropSpec, RegionProfile, load_profile, parse_profile
 from inspector.store import STORE_NAME, FindingRecord, ScanRecord, Store
 from inspector.video import Frame, VideoReader
@@ -34,6 +37,42 @@ class Label:
     @property
     def target(self) -> str:
         return self.crop if self.box is None else f"box {' '.join(map(str, self.box))}"
+
+
+@dataclass
+class ReviewQueue:
+    """The findings to review, in order, and where the reviewer is: C, X, S and N move forward,
+    P and Backspace back, Shift+N to the next one still open."""
+
+    ids: list[int]
+    position: int = 0
+
+    @classmethod
+    def of(cls, findings: list[FindingRecord], order: str = "time") -> ReviewQueue:
+        """The open findings by video and time (``time``) or most confident first (``score``)."""
+        waiting = [f for f in findings if f.status == "open"]
+        if order == "score":
+            waiting.sort(key=lambda f: (-f.best_score, f.scan_id, f.start_frame))
+        else:
+            waiting.sort(key=lambda f: (f.scan_id, f.start_frame, f.crop))
+        return cls([f.id for f in waiting])
+
+    @property
+    def current(self) -> int | None:
+        return self.ids[self.position] if 0 <= self.position < len(self.ids) else None
+
+    def move(self, delta: int) -> int | None:
+        """Step; past the last finding the queue is done (``current`` None), never before the first."""
+        self.position = max(0, min(self.position + delta, len(self.ids)))
+        return self.current
+
+    def next_open(self, status_of: Callable[[int], str]) -> int | None:
+        for index in range(self.position + 1, len(self.ids)):
+            if status_of(self.ids[index]) == "open":
+                self.position = index
+                return self.current
+        self.position = len(self.ids)
+        return None
 
 
 @dataclass
@@ -74,7 +113,7 @@ class Session:
             self.video.close()
         self.video = reader
         self.store.add_video(reader.info)
-        self.labels.clear()
+        self.labels = self._saved_labels(reader.info.path)
         return reader
 
     def last_video(self) -> Path | None:
@@ -101,8 +140,17 @@ class Session:
     def findings(self) -> list[FindingRecord]:
         return [f for s in self.video_scans() for f in self.store.findings(s.id)]
 
-    def set_status(self, finding_id: int, status: str) -> None:
-        self.store.set_finding_status(finding_id, status)
+    def set_status(self, finding_id: int, status: str, reviewed_class: str | None = None) -> None:
+        self.store.set_finding_status(finding_id, status, reviewed_class)
+
+    def finding(self, finding_id: int) -> FindingRecord:
+        for f in self.store.findings():
+            if f.id == finding_id:
+                return f
+        raise InspectorError(f"finding {finding_id} is no longer in the project (scanned again?)")
+
+    def video_of(self, finding: FindingRecord) -> Path:
+        return self.store.video(self.store.scan(finding.scan_id).video_id).path
 
     def reload_head(self) -> None:
         self.head = active_head(self.store, self.bundle)
@@ -117,23 +165,61 @@ class Session:
         new = Label(frame, None if box else crop, label, box)
         self.labels = [x for x in self.labels if (x.frame, x.target) != (frame, new.target)]
         self.labels.append(new)
+        self.save_labels()
 
     def undo_label(self) -> Label | None:
-        return self.labels.pop() if self.labels else None
+        label = self.labels.pop() if self.labels else None
+        self.save_labels()
+        return label
+
+    def forget_labels(self, names: set[str]) -> None:
+        """Labels that became examples (adapted) leave the pending list."""
+        self.labels = [x for x in self.labels if x.label not in names]
+        self.save_labels()
+
+    @property
+    def labels_path(self) -> Path:
+        return self.project / "labels.csv"
 
     def save_labels(self) -> Path:
-        """The pending labels as an examples CSV in the project (what 'faults add' reads)."""
+        """The pending labels of every video as an examples CSV in the project (what 'faults add'
+        reads), written on every change, so a label is never lost to a crash or a quit."""
         import csv
 
         assert self.video is not None
-        path = self.project / "labels.csv"
-        with path.open("w", newline="", encoding="utf-8") as handle:
+        here = str(self.video.info.path)
+        others = [row for row in self._label_rows() if row["video"] != here]
+        temporary = self.labels_path.with_suffix(".tmp")
+        with temporary.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["video", "frame", "region", "box", "label"])
+            for row in others:
+                writer.writerow([row["video"], row["frame"], row["region"], row["box"], row["label"]])
             for x in self.labels:
-                box = " ".join(map(str, x.box)) if x.box else ""
-                writer.writerow([str(self.video.info.path), x.frame, x.crop or "", box, x.label])
-        return path
+                writer.writerow([here, x.frame, x.crop or "", " ".join(map(str, x.box)) if x.box else "", x.label])
+        temporary.replace(self.labels_path)
+        return self.labels_path
+
+    def _label_rows(self) -> list[dict[str, str]]:
+        import csv
+
+        if not self.labels_path.is_file():
+            return []
+        with self.labels_path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+
+    def _saved_labels(self, video: Path) -> list[Label]:
+        """The pending labels saved for ``video`` (a damaged row is skipped, never fatal)."""
+        labels = []
+        for row in self._label_rows():
+            if row.get("video") != str(video):
+                continue
+            try:
+                box = tuple(int(v) for v in row["box"].split()) if row.get("box") else None
+                labels.append(Label(int(row["frame"]), row.get("region") or None, row["label"], box))  # type: ignore[arg-type]
+            except (KeyError, ValueError):
+                continue
+        return labels
 
     def examples_for(self, name: str) -> list[LabelledExample]:
         """The pending labels of a new fault type ``name`` and the normal ones, as examples."""

@@ -100,6 +100,9 @@ class FrameView(QWidget):
             box = self._box(spec, target)
             cls, score, fault = self._live.get(spec.name, ("", 0.0, False))
             colour = QColor("#ff3b30") if fault else QColor("#34c759") if cls else QColor("#c7c7cc")
+            if spec.name == self.selected:  # stands out: a yellow halo outside the class colour
+                painter.setPen(QPen(QColor("#ffd60a"), 6))
+                painter.drawRect(box.adjusted(-4, -4, 4, 4))
             painter.setPen(QPen(colour, 3 if spec.name == self.selected else 1.5))
             painter.drawRect(box)
             text = f"{spec.name}: {cls} {score:.2f}" if cls else spec.name
@@ -170,6 +173,7 @@ class Timeline(QWidget):
         self._findings: list[FindingRecord] = []
         self._frames = 1
         self._position = 0
+        self.current: int | None = None  # the finding under review, outlined
 
     def set_findings(self, findings: list[FindingRecord], frame_count: int) -> None:
         self._findings = findings
@@ -192,9 +196,22 @@ class Timeline(QWidget):
                 x0 = f.start_frame / self._frames * self.width()
                 x1 = (f.end_frame + 1) / self._frames * self.width()
                 colour = colour_for(name, names)
-                if f.status == "rejected":
-                    colour.setAlpha(70)
-                painter.fillRect(QRectF(x0, y, max(x1 - x0, 2), lane - 2), colour)
+                box = QRectF(x0, y, max(x1 - x0, 2), lane - 2)
+                if f.status == "rejected":  # faded and struck through
+                    colour.setAlpha(60)
+                    painter.fillRect(box, colour)
+                    painter.setPen(QPen(QColor("#bbbbbb"), 1))
+                    painter.drawLine(box.bottomLeft(), box.topRight())
+                elif f.status == "confirmed":  # solid with a white frame
+                    painter.fillRect(box, colour)
+                    painter.setPen(QPen(QColor("white"), 1.5))
+                    painter.drawRect(box.adjusted(0.5, 0.5, -0.5, -0.5))
+                else:  # open: lighter, still to be reviewed
+                    colour.setAlpha(170)
+                    painter.fillRect(box, colour)
+                if f.id == self.current:
+                    painter.setPen(QPen(QColor("#ffd33d"), 2.5))
+                    painter.drawRect(box.adjusted(-1, -1, 1, 1))
             width = painter.fontMetrics().horizontalAdvance(name) + 8
             painter.fillRect(QRectF(2, y + 1, width, lane - 4), QColor(0, 0, 0, 150))
             painter.setPen(QColor("#eeeeee"))
@@ -233,9 +250,25 @@ class FindingsModel(QAbstractTableModel):
 
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         f = self.rows[index.row()]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return (clock(f.start_frame / self.fps), f.crop, f.class_name, f"{f.best_score:.2f}", str(f.frames),
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
+            name = f.class_name if not f.reviewed_class else f"{f.class_name} → {f.reviewed_class}"
+            return (clock(f.start_frame / self.fps), f.crop, name, f"{f.best_score:.2f}", str(f.frames),
                     f.status)[index.column()]
-        if role == Qt.ItemDataRole.ForegroundRole and index.column() == 5:
-            return QColor({"confirmed": "#1a7f37", "rejected": "#888888"}.get(f.status, "#9a6700"))
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if f.status == "rejected":
+                return QColor("#888888")
+            if index.column() == 5:
+                return QColor({"confirmed": "#1a7f37"}.get(f.status, "#9a6700"))
+        if role == Qt.ItemDataRole.FontRole and f.status == "rejected":
+            font = QFont()
+            font.setStrikeOut(True)
+            return font
         return None
+
+
+def crop_image(image_bgr: np.ndarray, spec: CropSpec) -> QImage:
+    """A region of a frame at its own resolution, for the reviewer's zoom."""
+    height, width = image_bgr.shape[:2]
+    x0, y0, x1, y1 = spec.pixel_box(width, height)
+    rgb = np.ascontiguousarray(image_bgr[y0:y1, x0:x1, ::-1])
+    return QImage(rgb.data, rgb.shape[1], rgb.shape[0], 3 * rgb.shape[1], QImage.Format.Format_RGB888).copy()

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 from PyQt6.QtCore import QThread, pyqtSignal
 
+from inspector.backbone import Backbone
+from inspector.bundle import Bundle
 from inspector.errors import InspectorError
 from inspector.faults import LabelledExample
 from inspector.heads import Head
-from inspector.model import Backbone, Bundle
 from inspector.regions import CropSpec, RegionProfile, crop_frame
 from inspector.report import build_report
-from inspector.scan import Scanner, reclassify
+from inspector.scan import ScanProgress, Scanner, reclassify, scan_many
 from inspector.store import Store
 
 
@@ -74,9 +75,11 @@ class LiveInference(QThread):
 
 
 class ScanWorker(QThread):
-    """Scans videos into the project with the session's bundle, head and profile."""
+    """Scans videos into the project with the session's bundle, head and profile, through the same
+    ``scan_many`` as ``inspector scan``: a video that cannot be read is named and skipped, the
+    others are scanned."""
 
-    progress = pyqtSignal(str, int, int, float)  # video name, frame, frame count, frames/s
+    progress = pyqtSignal(str, int, int, int, int, float, float)  # video, n, of N, frame, frames, frames/s, ETA s (-1)
     done = pyqtSignal(str)  # summary line
     failed = pyqtSignal(str)
 
@@ -91,17 +94,21 @@ class ScanWorker(QThread):
 
     def run(self) -> None:
         project, backbone, head, profile, videos, step = self._args
-        lines = []
+        lines: list[str] = []
+        current = [0]
+
+        def report(p: ScanProgress) -> None:
+            eta = -1.0 if p.eta_seconds is None else p.eta_seconds
+            self.progress.emit(p.video.name, current[0] + 1, len(videos), p.frame, p.frame_count,
+                               p.frames_per_second, eta)
+
         try:
             with Store(project) as store:
-                scanner = Scanner(store, backbone, head, profile, step=step)
-                for video in videos:
-                    if self.cancel_event.is_set():
-                        break
-                    result = scanner.scan(video, lambda p: self.progress.emit(
-                        p.video.name, p.frame, p.frame_count, p.frames_per_second), self.cancel_event)
-                    lines.append(f"{video.name}: {result.status}, {result.findings} findings"
-                                 + (f" ({result.message})" if result.message else ""))
+                scan_many(Scanner(store, backbone, head, profile, step=step), videos, report, self.cancel_event,
+                          on_start=lambda index, _path: current.__setitem__(0, index),
+                          on_result=lambda r: lines.append(f"{r.video.name}: {r.status}, {r.findings} findings"
+                                                           + (f" ({r.message})" if r.message else "")),
+                          on_error=lambda path, exc: lines.append(f"{path.name}: not scanned ({exc})"))
         except BaseException as exc:  # shown to the operator as one line
             self.failed.emit(_message(exc))
             return

@@ -264,3 +264,126 @@ def test_label_a_drawn_box(qtbot, window, demo_video):
 
     examples = read_examples(tmp_project(demo_video) / "labels.csv")
     assert [(e.label, e.box is not None) for e in examples] == [("bird_nest", True), ("normal", False)]
+
+
+def test_opening_a_bad_file_after_a_scan_changes_nothing_and_review_still_works(qtbot, window, demo_video, tmp_path):
+    """Found in a real window: an unreadable file switched the project, the old findings stayed in
+    the table, and C then raised 'no finding 1' and closed the app."""
+    window.open_path(demo_video)
+    window.scan()
+    qtbot.waitUntil(lambda: not window.scan_worker.isRunning(), timeout=60000)
+    qtbot.waitUntil(lambda: window.findings_model.rowCount() > 0, timeout=5000)
+    rows_before = [f.id for f in window.findings_model.rows]
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 4096)
+    assert not window.open_path(bad)
+    assert "not a readable video" in window.last_error
+    assert window.session.project == tmp_project(demo_video)  # still the demo's project
+    assert not (tmp_path / "bad.inspector").exists()  # and no project made for the bad file
+    assert [f.id for f in window.findings_model.rows] == rows_before
+    for dialog in window._dialogs:  # the reviewer reads the error and closes it with Enter
+        qtbot.keyClick(dialog, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: not any(d.isVisible() for d in window._dialogs), timeout=2000)
+    window.table.selectRow(0)
+    key(qtbot, window, Qt.Key.Key_C)
+    with Store(tmp_project(demo_video)) as store:
+        assert next(f for f in store.findings() if f.id == rows_before[0]).status == "confirmed"
+
+
+def test_a_batch_scan_names_a_bad_file_and_scans_the_others(qtbot, window, tmp_path):
+    from tests.factories import make_video
+
+    first = make_video(tmp_path / "first.mp4", 40, size=(320, 180), fps=10)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 4096)
+    last = make_video(tmp_path / "last.mp4", 50, size=(320, 180), fps=10)  # other content than first
+    window.open_path(first)
+    progress = []
+    window.scan([first, bad, last])
+    window.scan_worker.progress.connect(lambda *args: progress.append(args[1:3]))
+    qtbot.waitUntil(lambda: not window.scan_worker.isRunning(), timeout=60000)
+    qtbot.waitUntil(lambda: "scan finished" in window.status_text.text(), timeout=5000)
+    status = window.status_text.text()
+    assert "bad.mp4: not scanned" in status and "first.mp4: done" in status and "last.mp4: done" in status
+    with Store(tmp_path / "first.inspector") as store:
+        assert sorted(v.path.name for v in store.videos()) == ["first.mp4", "last.mp4"]
+        assert all(s.status == "done" for s in store.scans())
+    assert (3, 3) in progress  # "file 3 of 3" was shown for the last video
+
+
+def test_review_queue_to_the_end_by_keys_only(qtbot, window, demo_video):
+    """R starts; C, X, a digit (re-class), S, Backspace, Shift+N move through the open findings; each
+    key shows the next finding (its frame, its crop zoomed) well within the reviewer's pace."""
+    window.open_path(demo_video)
+    window.scan()
+    qtbot.waitUntil(lambda: not window.scan_worker.isRunning(), timeout=60000)
+    qtbot.waitUntil(lambda: window.findings_model.rowCount() > 2, timeout=5000)
+    with Store(tmp_project(demo_video)) as store:
+        expected = [f.id for f in sorted(store.findings(), key=lambda f: (f.scan_id, f.start_frame, f.crop))]
+    key(qtbot, window, Qt.Key.Key_R)
+    assert window.queue is not None and window.queue.current == expected[0]
+    first = window.session.finding(expected[0])
+    assert window.position == first.best_frame and not window.zoom.pixmap().isNull()
+    key(qtbot, window, Qt.Key.Key_S)  # skip the first, then go back to it
+    assert window.queue.current == expected[1]
+    key(qtbot, window, Qt.Key.Key_Backspace)
+    assert window.queue.current == expected[0]
+    key(qtbot, window, Qt.Key.Key_C)
+    key(qtbot, window, Qt.Key.Key_X)
+    fault_types = window._label_names()
+    key(qtbot, window, getattr(Qt.Key, f"Key_{len(fault_types)}"))  # confirmed as the last fault type
+    latencies = []
+    while window.queue is not None:
+        started = time.perf_counter()
+        key(qtbot, window, Qt.Key.Key_X)
+        latencies.append(time.perf_counter() - started)
+    assert "review done" in window.review_info.text()
+    with Store(tmp_project(demo_video)) as store:
+        status = {f.id: f for f in store.findings()}
+    assert status[expected[0]].status == "confirmed" and status[expected[1]].status == "rejected"
+    assert status[expected[2]].status == "confirmed" and status[expected[2]].reviewed_class == fault_types[-1]
+    assert all(status[i].status == "rejected" for i in expected[3:])
+    print(f"C/X to the next finding shown: longest {max(latencies) * 1000:.0f} ms over {len(latencies)} findings")
+    assert max(latencies) < 0.1, f"a review key took {max(latencies) * 1000:.0f} ms"
+    window.table.selectRow(0)
+    key(qtbot, window, Qt.Key.Key_R)  # nothing open any more
+    assert window.queue is None and "no open findings" in window.status_text.text()
+
+
+def test_teach_a_fault_type_twice_and_labels_survive_a_restart(qtbot, tmp_path, demo_video):
+    """Labels are kept with the project as they are made (a quit or a crash loses none), and a fault
+    type of the project can be given more examples later: each adaptation is a new head version."""
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.show()
+    window.open_path(demo_video)
+    window.start_fault_type("bird_nest")
+
+    def label(frames):
+        bird_key = getattr(Qt.Key, f"Key_{window._label_names().index('bird_nest') + 1}")
+        for frame, crop in frames:
+            window.show_frame(frame)
+            while window.view.selected != crop:
+                key(qtbot, window, Qt.Key.Key_Tab)
+            key(qtbot, window, bird_key)
+
+    label([(1, "catenary[3]"), (5, "catenary[2]"), (11, "catenary[1]")])
+    window.close()  # no save pressed
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.show()
+    window.open_path(demo_video)
+    assert window.labels_list.count() == 3  # back from the project
+    window.start_fault_type("bird_nest")
+    label([(80, "catenary[2]"), (86, "catenary[1]")])
+    key(qtbot, window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: "learnt" in window.quality_label.text(), timeout=30000)
+    first_version = window.session.head.version
+    assert window.labels_list.count() == 0
+    label([(170, "catenary[2]"), (176, "catenary[1]")])  # more examples of the type it now knows
+    key(qtbot, window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: window.session.head.version > first_version, timeout=30000)
+    with Store(tmp_project(demo_video)) as store:
+        assert next(t for t in store.fault_types() if t.name == "bird_nest").examples == 7
+    window.close()

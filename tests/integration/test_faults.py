@@ -6,9 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
+from inspector.backbone import Backbone
+from inspector.bundle import load_bundle
 from inspector.cli import EXIT_FAILED, EXIT_OK, main
 from inspector.faults import FaultLibrary, FaultLibraryError, active_head, read_examples
-from inspector.model import Backbone, load_bundle
 from inspector.regions import parse_profile
 from inspector.scan import Scanner, reclassify
 from inspector.store import Store
@@ -156,23 +157,33 @@ def test_bad_examples_leave_the_library_unchanged(tmp_path, project, blue_video,
     assert library_state(store) == before
 
 
-def test_names_already_taken(tmp_path, project, blue_video):
+def test_adding_to_a_fault_type_extends_it_and_brings_back_a_removed_one(tmp_path, project, blue_video):
+    """No dead ends when teaching: more examples of a type, or a removed type again, each make a new
+    head version; only what cannot be done (the same crops again, a bundle class) is refused."""
     store, bundle, backbone = project
     library = FaultLibrary(store, bundle, backbone)
-    examples = read_examples(write_examples(tmp_path / "ex.csv", blue_rows(blue_video)))
-    library.add("blue_thing", examples)
+    library.add("blue_thing", read_examples(write_examples(tmp_path / "ex.csv", blue_rows(blue_video))))
     before = library_state(store)
-    with pytest.raises(FaultLibraryError, match="already exists"):
-        library.add("blue_thing", examples)
-    with pytest.raises(FaultLibraryError, match="already exists"):
-        library.add("red_fault", [e.__class__(e.row, "red_fault", e.video, e.frame, e.crop) for e in examples])
+    with pytest.raises(FaultLibraryError, match="already in the library"):
+        library.add("blue_thing", read_examples(write_examples(tmp_path / "same.csv", blue_rows(blue_video))))
+    red = read_examples(write_examples(tmp_path / "red.csv", blue_rows(blue_video, normal=())))
+    with pytest.raises(FaultLibraryError, match="comes with the model bundle"):
+        library.add("red_fault", [e.__class__(e.row, "red_fault", e.video, e.frame, e.crop) for e in red])
     assert library_state(store) == before
+    more = library.add("blue_thing", read_examples(write_examples(
+        tmp_path / "more.csv", [(str(blue_video), f, "catenary[1]", "blue_thing") for f in (90, 92, 94)])))
+    assert more.examples == {"blue_thing": 3} and more.version == 2
+    assert next(t for t in store.fault_types() if t.name == "blue_thing").examples == 8
+    assert "3 more examples of blue_thing" in store.head_versions()[-1].note
     library.remove("blue_thing")
-    with pytest.raises(FaultLibraryError, match="was removed earlier"):
-        library.add("blue_thing", examples)
+    back = library.add("blue_thing", read_examples(write_examples(
+        tmp_path / "back.csv", [(str(blue_video), f, "catenary[1]", "blue_thing") for f in (96, 98)])))
+    assert back.examples == {"blue_thing": 2} and "brought back" in store.head_versions()[-1].note
+    assert next(t for t in store.fault_types() if t.name == "blue_thing").examples == 10  # old ones came back
+    assert "blue_thing" in back.head.classes
     with pytest.raises(FaultLibraryError, match="comes with the model bundle"):
         library.remove("red_fault")
-    assert [h.version for h in store.head_versions()] == [1, 2]  # only the one removal was made
+    assert [h.version for h in store.head_versions()] == [1, 2, 3, 4]
 
 
 def test_examples_already_in_the_library(tmp_path, project, blue_video):
@@ -186,7 +197,7 @@ def test_examples_already_in_the_library(tmp_path, project, blue_video):
     assert library_state(store) != before
     before = library_state(store)
     same = [(str(blue_video), 20, "catenary[1]", "other"), (str(blue_video), 40, "catenary[1]", "normal")]
-    with pytest.raises(FaultLibraryError, match="same crop|already exists"):
+    with pytest.raises(FaultLibraryError, match="already in the library"):
         library.add("other", read_examples(write_examples(tmp_path / "dup.csv", same)))
     assert library_state(store) == before
 
@@ -228,7 +239,7 @@ def test_faults_cli(tmp_path, capsys, tiny_bundle, profile_file, blue_video):
     out = capsys.readouterr().out
     assert "blue_thing" in out and "5 examples" in out and "*  1" in out
     assert main(["faults", "add", "blue_thing", "--examples", str(examples), *common]) == EXIT_FAILED
-    assert "inspector: error: a fault type named blue_thing already exists" in capsys.readouterr().err
+    assert "inspector: error: every example of blue_thing given is already in the library" in capsys.readouterr().err
     assert main(["faults", "remove", "blue_thing", *common]) == EXIT_OK
     assert main(["faults", "restore", "1", *common, "--reclassify"]) == EXIT_OK
     assert main(["faults", "restore", "9", *common]) == EXIT_FAILED

@@ -51,7 +51,7 @@ def test_works_down_to_two_images_per_class(tmp_path, capsys, tiny_bundle):
 
 def test_chance_level_on_indistinguishable_classes(tmp_path, tiny_bundle):
     """A protocol that cannot fail is no protocol: grey vs grey must score near chance."""
-    from inspector.model import AdaptationParams
+    from inspector.bundle import AdaptationParams
 
     rng = np.random.default_rng(1)
     embeddings = rng.normal(0.5, 0.01, (40, 3)).astype(np.float32)

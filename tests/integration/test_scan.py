@@ -8,9 +8,10 @@ import time
 
 import pytest
 
+from inspector.backbone import Backbone
+from inspector.bundle import load_bundle
 from inspector.errors import ProfileError, StoreError
 from inspector.heads import Head
-from inspector.model import Backbone, load_bundle
 from inspector.regions import parse_profile
 from inspector.scan import Scanner, scan_many
 from inspector.store import STORE_NAME, Store

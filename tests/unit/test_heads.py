@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from inspector.adapt import fit_head, inner_loop
+from inspector.bundle import AdaptationParams
 from inspector.heads import Head
-from inspector.model import AdaptationParams
 
 PARAMS = AdaptationParams(inner_steps=10, step_sizes=(2.0,), logit_scale=10.0)
 

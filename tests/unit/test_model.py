@@ -4,9 +4,10 @@ import shutil
 import numpy as np
 import pytest
 
+from inspector.backbone import Backbone
+from inspector.bundle import load_bundle
 from inspector.errors import BundleError
 from inspector.heads import Head
-from inspector.model import Backbone, load_bundle
 from tests.factories import RED, make_bundle, solid_crops, tiny_backbone_onnx
 
 

@@ -35,7 +35,7 @@ class GradientMetaLearner(MetaLearner):
     def first_order(self) -> bool:
         return self.algorithm is Algorithm.FOMAML
 
-    def outer_loss(self, task: Task) -> tuple[torch.Tensor, float]:
+    def outer_loss(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
         scale = self.log_logit_scale.exp()
         steps = self.log_step_sizes.exp()
         if self.algorithm is Algorithm.ANIL:
@@ -55,8 +55,8 @@ class GradientMetaLearner(MetaLearner):
         for step in range(self.cfg.inner_steps):
             support = self.features(task.support_x, params)
             if weight is None:
-                weight = torch.zeros(task.way, support.shape[1], dtype=support.dtype, requires_grad=True)
-                bias = torch.zeros(task.way, dtype=support.dtype, requires_grad=True)
+                weight = support.new_zeros(task.way, support.shape[1]).requires_grad_()
+                bias = support.new_zeros(task.way).requires_grad_()
             center = support.mean(dim=0)
             loss = balanced_cross_entropy(head_logits(support, weight, bias, center, scale), task.support_y, task.way)
             grads = torch.autograd.grad(loss, [params[n] for n in self.adapted] + [weight, bias],
@@ -75,6 +75,6 @@ class GradientMetaLearner(MetaLearner):
         return weight, bias, center.detach() if self.first_order else center, self.features(task.query_x, params)
 
     def adaptation(self) -> dict:
-        return {"inner_steps": self.cfg.inner_steps,
+        return {"algorithm": self.algorithm.value, "inner_steps": self.cfg.inner_steps,
                 "step_sizes": [round(float(v), 6) for v in self.log_step_sizes.detach().exp()],
                 "logit_scale": round(float(self.log_logit_scale.detach().exp()), 6), "weight_decay": 0.0}

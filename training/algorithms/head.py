@@ -27,7 +27,7 @@ def adapt_head(support: torch.Tensor, targets: torch.Tensor, num_classes: int, s
                init_weight_scale: float = 0.0, init_bias: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (weight, bias, centre); with ``create_graph`` the result stays differentiable with
     respect to the support features, the step sizes and the logit scale (second order). The
-    optional terms are those of a bundle's ``adaptation`` (``inspector.model.AdaptationParams``).
+    optional terms are those of a bundle's ``adaptation`` (``inspector.bundle.AdaptationParams``).
     ``support`` may carry leading episode dimensions (E x n x D, targets E x n): the episodes are
     adapted together, each on its own."""
     center = support.mean(dim=-2)

@@ -30,21 +30,27 @@ class PrototypicalNetwork(MetaLearner):
         super().__init__(net, cfg)
         self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale)))
 
-    def outer_loss(self, task: Task) -> tuple[torch.Tensor, float]:
+    def outer_loss(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
         support, query = _split(self, task)
-        prototypes = torch.stack([support[task.support_y == k].mean(dim=0) for k in range(task.way)])
+        onehot = F.one_hot(task.support_y, task.way).to(support.dtype)  # class means without data-dependent indexing
+        prototypes = (onehot.T @ support) / onehot.sum(dim=0).unsqueeze(1)
         logits = -self.log_scale.exp() * torch.cdist(query, prototypes).pow(2) / support.shape[1]
         return F.cross_entropy(logits, task.query_y), accuracy(logits, task.query_y)
 
 
 class MatchingNetwork(MetaLearner):
+    """The class probability is the attention mass on that class's support examples; its log is
+    taken in log space (log-sum-exp of the class's attention logits minus that of all), so a query
+    that is confidently wrong still gets a gradient (a clamped ``log(probs)`` gives it none)."""
+
     def __init__(self, net: EmbeddingNet, cfg: MetaConfig) -> None:
         super().__init__(net, cfg)
         self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale)))
 
-    def outer_loss(self, task: Task) -> tuple[torch.Tensor, float]:
+    def outer_loss(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
         support, query = _split(self, task)
-        attention = torch.softmax(self.log_scale.exp() * F.normalize(query, dim=1) @ F.normalize(support, dim=1).T, 1)
-        probs = attention @ F.one_hot(task.support_y, task.way).to(attention.dtype)
-        log_probs = torch.log(probs.clamp_min(1e-8))
+        logits = self.log_scale.exp() * F.normalize(query, dim=1) @ F.normalize(support, dim=1).T
+        onehot = F.one_hot(task.support_y, task.way).to(torch.bool)
+        per_class = logits.unsqueeze(2).masked_fill(~onehot.unsqueeze(0), float("-inf")).logsumexp(dim=1)
+        log_probs = per_class - logits.logsumexp(dim=1, keepdim=True)
         return F.nll_loss(log_probs, task.query_y), accuracy(log_probs, task.query_y)

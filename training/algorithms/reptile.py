@@ -30,12 +30,12 @@ class Reptile(MetaLearner):
         x = torch.cat([task.support_x, task.query_x]) if with_query else task.support_x
         y = torch.cat([task.support_y, task.query_y]) if with_query else task.support_y
         weight = bias = None
-        scale = torch.tensor(self.cfg.logit_scale)
+        scale = torch.tensor(self.cfg.logit_scale, device=x.device)
         for _ in range(self.cfg.inner_steps):
             features = self.features(x, params)
             if weight is None:
-                weight = torch.zeros(task.way, features.shape[1], requires_grad=True)
-                bias = torch.zeros(task.way, requires_grad=True)
+                weight = features.new_zeros(task.way, features.shape[1]).requires_grad_()
+                bias = features.new_zeros(task.way).requires_grad_()
             center = features.mean(dim=0)
             loss = balanced_cross_entropy(head_logits(features, weight, bias, center, scale), y, task.way)
             grads = torch.autograd.grad(loss, [params[n] for n in self.adapted] + [weight, bias])
@@ -46,7 +46,7 @@ class Reptile(MetaLearner):
                 bias = (bias - self.cfg.inner_lr * grads[-1]).requires_grad_(True)
         return params, weight, bias, scale
 
-    def outer_loss(self, task: Task) -> tuple[torch.Tensor, float]:
+    def outer_loss(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
         params, weight, bias, scale = self._adapt(task, with_query=False)
         with torch.no_grad():
             support = self.features(task.support_x, params)
@@ -55,7 +55,7 @@ class Reptile(MetaLearner):
 
     def adaptation(self) -> dict:
         """Its own inner loop on the head, as trained (fixed step size: Reptile does not learn one)."""
-        return {"inner_steps": self.cfg.inner_steps, "step_sizes": [self.cfg.inner_lr] * self.cfg.inner_steps,
+        return {"algorithm": "reptile", "inner_steps": self.cfg.inner_steps, "step_sizes": [self.cfg.inner_lr] * self.cfg.inner_steps,
                 "logit_scale": self.cfg.logit_scale, "weight_decay": 0.0}
 
     def meta_step(self, tasks: list[Task]) -> tuple[float, float]:
@@ -69,5 +69,5 @@ class Reptile(MetaLearner):
                 trunk[name].grad += (trunk[name].detach() - params[name]) / len(tasks)
             loss, acc = self.outer_loss(task)  # measured on a support-only adaptation
             losses.append(loss.item())
-            accuracies.append(acc)
+            accuracies.append(acc.item())
         return sum(losses) / len(losses), sum(accuracies) / len(accuracies)

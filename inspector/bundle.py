@@ -1,15 +1,15 @@
-"""Model bundles and the ONNX backbone that turns crops into embeddings.
+"""The model bundle contract, torch-free, shared by the runtime and ``training.export``.
 
-A bundle is a folder: ``bundle.json`` (format, input size, normalisation, embedding size,
-adaptation parameters, provenance), the backbone as ONNX (fp32 and optionally int8 QDQ) and an
-optional base head. Only ONNX Runtime runs it: no torch at run time.
+A bundle is a folder: ``bundle.json`` (format, input size, normalisation, embedding size, the
+adaptation the runtime replays, provenance), the backbone as ONNX (fp32 and optionally int8 QDQ)
+and an optional base head. What a bundle is, how its crops are preprocessed and which inner loop
+it carries is written here once: export writes it with ``bundle_json`` and the app reads it with
+``load_bundle``, so the two sides cannot drift apart.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,16 +19,42 @@ import numpy as np
 from inspector.assets import assets_dir
 from inspector.errors import BundleError
 
-log = logging.getLogger(__name__)
-
 BUNDLE_FORMAT = "inspector-bundle"
 BUNDLE_FORMAT_VERSION = 1
 Precision = Literal["auto", "fp32", "int8"]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a crop becomes the backbone's input: RGB, square ``size``, (x / 255 - mean) / std."""
+
+    size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def normalise(self, crops: np.ndarray) -> np.ndarray:
+        """N x S x S x 3 uint8 RGB -> N x 3 x S x S float32."""
+        if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3):
+            raise ValueError(f"crops must be N x {self.size} x {self.size} x 3, got {crops.shape}")
+        scale = (1.0 / (255.0 * np.asarray(self.std, np.float32))).reshape(1, 3, 1, 1)
+        shift = (np.asarray(self.mean, np.float32) / np.asarray(self.std, np.float32)).reshape(1, 3, 1, 1)
+        x = crops.transpose(0, 3, 1, 2).astype(np.float32)
+        x *= scale
+        x -= shift
+        return x
+
+    def to_json(self) -> dict[str, Any]:
+        return {"size": self.size, "mean": list(self.mean), "std": list(self.std), "channels": "RGB"}
 
 
 @dataclass(frozen=True)
 class AdaptationParams:
-    """The meta-learned inner loop the adapter replays: see ``inspector.adapt``."""
+    """The inner loop the adapter replays (``inspector.adapt``) and ``training.algorithms.head``
+    meta-learns: ``inner_steps`` gradient steps with per-step ``step_sizes`` (one size: all steps)
+    on ``logit_scale * (W x + b)``. ``algorithm`` says where the values come from: ``maml`` or
+    ``anil`` (meta-learned with the backbone), or ``fixed`` (a default schedule)."""
 
     inner_steps: int
     step_sizes: tuple[float, ...]
@@ -36,6 +62,7 @@ class AdaptationParams:
     weight_decay: float = 0.0
     init_weight_scale: float = 0.0
     init_bias: float = 0.0
+    algorithm: str = "fixed"
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], where: str) -> AdaptationParams:
@@ -43,7 +70,8 @@ class AdaptationParams:
             steps = int(raw["inner_steps"])
             sizes = tuple(float(v) for v in raw["step_sizes"])
             params = cls(steps, sizes, float(raw["logit_scale"]), float(raw.get("weight_decay", 0.0)),
-                         float(raw.get("init_weight_scale", 0.0)), float(raw.get("init_bias", 0.0)))
+                         float(raw.get("init_weight_scale", 0.0)), float(raw.get("init_bias", 0.0)),
+                         str(raw.get("algorithm", "fixed")))
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where}: adaptation parameters are incomplete ({exc}); re-export the bundle") from None
         if steps < 1 or len(sizes) not in (1, steps):
@@ -53,20 +81,33 @@ class AdaptationParams:
     def step_size(self, step: int) -> float:
         return self.step_sizes[step if len(self.step_sizes) > 1 else 0]
 
+    def to_json(self) -> dict[str, Any]:
+        return {"algorithm": self.algorithm, "inner_steps": self.inner_steps, "step_sizes": list(self.step_sizes),
+                "logit_scale": self.logit_scale, "weight_decay": self.weight_decay,
+                "init_weight_scale": self.init_weight_scale, "init_bias": self.init_bias}
+
+    def describe(self) -> str:
+        """One line for ``bundle info``."""
+        sizes = ", ".join(f"{v:.3g}" for v in self.step_sizes)
+        return (f"{self.algorithm}: {self.inner_steps} steps, step sizes [{sizes}], logit scale "
+                f"{self.logit_scale:.3g}" + (f", weight decay {self.weight_decay:.3g}" if self.weight_decay else ""))
+
 
 @dataclass(frozen=True)
 class Bundle:
     path: Path
     name: str
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    preprocessing: Preprocessing
     embedding_size: int
     backbones: dict[str, Path]
     adaptation: AdaptationParams
     head_stem: str | None
     provenance: dict[str, Any] = field(default_factory=dict)
     base_examples: Path | None = None  # embeddings + labels of the base head's classes
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocessing.size
 
     def load_base_examples(self) -> tuple[np.ndarray, list[str]]:
         """The support set the base head was fitted on, so a project head can keep its classes."""
@@ -136,86 +177,27 @@ def load_bundle(path: Path | str | None = None) -> Bundle:
     base_examples = path / raw["base_examples"] if raw.get("base_examples") else None
     if base_examples is not None and not base_examples.is_file():
         raise BundleError(f"bundle {path}: base examples {base_examples.name} are missing; restore the bundle")
-    return Bundle(path, str(raw.get("name", path.name)), size, mean, std, embedding_size, files,  # type: ignore[arg-type]
+    return Bundle(path, str(raw.get("name", path.name)), Preprocessing(size, mean, std),  # type: ignore[arg-type]
+                  embedding_size, files,
                   AdaptationParams.from_json(raw.get("adaptation", {}), f"bundle {path}"),
                   head_stem, dict(raw.get("provenance", {})), base_examples)
 
 
-def _import_onnxruntime():
-    import onnxruntime as ort
+def bundle_json(name: str, preprocessing: Preprocessing, embedding_size: int, backbones: dict[str, str],
+                adaptation: AdaptationParams, head: str | None = None, base_examples: str | None = None,
+                provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``bundle.json`` that ``load_bundle`` reads (what ``training.export`` writes)."""
+    meta: dict[str, Any] = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "name": name,
+                            "input": preprocessing.to_json(), "embedding_size": embedding_size,
+                            "backbones": dict(backbones), "adaptation": adaptation.to_json()}
+    if head:
+        meta["head"] = head
+    if base_examples:
+        meta["base_examples"] = base_examples
+    if provenance:
+        meta["provenance"] = provenance
+    return meta
 
-    # The GPU wheel logs a CUDA load error (severity ERROR) on machines without CUDA and then
-    # falls back to the CPU; Backbone reports the provider really in use, so keep that noise out.
-    ort.set_default_logger_severity(4)
-    return ort
 
-
-def default_threads() -> int:
-    return int(os.environ.get("INSPECTOR_THREADS", 0)) or (os.cpu_count() or 1)
-
-
-class Backbone:
-    """One ONNX Runtime session: uint8 RGB crops in, float32 embeddings out."""
-
-    def __init__(self, bundle: Bundle, precision: Precision = "auto", threads: int | None = None,
-                 use_gpu: bool = True) -> None:
-        ort = _import_onnxruntime()
-        if precision == "auto":
-            precision = "int8" if "int8" in bundle.backbones else "fp32"
-        if precision not in bundle.backbones:
-            raise BundleError(f"bundle {bundle.path}: has no {precision} backbone "
-                              f"(it has {', '.join(sorted(bundle.backbones))})")
-        self.bundle = bundle
-        self.precision = precision
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        wanted = ["CPUExecutionProvider"]
-        if use_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
-            wanted.insert(0, "CUDAExecutionProvider")
-        model_path = bundle.backbones[precision]
-        try:
-            self._session = ort.InferenceSession(str(model_path), options, providers=wanted)
-        except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BundleError(f"bundle {bundle.path}: {model_path.name} is not a loadable ONNX model "
-                              f"({first[:160]}); re-export or restore the bundle") from None
-        self.provider = self._session.get_providers()[0]
-        log.info("backbone %s (%s) on %s", model_path.name, precision, self.provider)
-        self._input = self._session.get_inputs()[0]
-        self._check_shapes()
-        scale = 1.0 / (255.0 * np.asarray(bundle.std, np.float32))
-        self._scale = scale.reshape(1, 3, 1, 1)
-        self._shift = (np.asarray(bundle.mean, np.float32) / np.asarray(bundle.std, np.float32)).reshape(1, 3, 1, 1)
-
-    def _check_shapes(self) -> None:
-        shape = self._input.shape
-        size = self.bundle.input_size
-        if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
-            raise BundleError(f"bundle {self.bundle.path}: backbone input {shape} is not N x 3 x H x W; re-export")
-        for dim in shape[2:]:
-            if isinstance(dim, int) and dim != size:
-                raise BundleError(f"bundle {self.bundle.path}: backbone expects {shape[2]}x{shape[3]} px "
-                                  f"but bundle.json says {size} px; fix input.size or re-export")
-        out_shape = self._session.get_outputs()[0].shape
-        if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != self.bundle.embedding_size):
-            raise BundleError(f"bundle {self.bundle.path}: backbone output {out_shape} does not match "
-                              f"embedding_size {self.bundle.embedding_size}; re-export")
-
-    def preprocess(self, crops: np.ndarray) -> np.ndarray:
-        """N x S x S x 3 uint8 RGB -> N x 3 x S x S float32, normalised as in training."""
-        size = self.bundle.input_size
-        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
-            raise ValueError(f"crops must be N x {size} x {size} x 3, got {crops.shape}")
-        x = crops.transpose(0, 3, 1, 2).astype(np.float32)
-        x *= self._scale
-        x -= self._shift
-        return x
-
-    def embed(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        out = np.empty((len(crops), self.bundle.embedding_size), np.float32)
-        for start in range(0, len(crops), batch_size):
-            batch = self.preprocess(crops[start:start + batch_size])
-            out[start:start + len(batch)] = self._session.run(None, {self._input.name: batch})[0]
-        return out
+def write_bundle_json(folder: Path, meta: dict[str, Any]) -> None:
+    (folder / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
