@@ -157,6 +157,42 @@ def build_parser() -> argparse.ArgumentParser:
                          help="test-time augmentation of the support images (as 'faults add --tta')")
     fewshot.add_argument("--json", action="store_true", help="end with one JSON line (accuracy and ci95 in %%)")
 
+    findings = sub.add_parser("findings", help="list a project's findings (for scripts: --json)")
+    findings.add_argument("--project", type=Path, required=True, metavar="DIR")
+    findings.add_argument("--status", choices=("open", "confirmed", "rejected"), help="only findings with this status")
+    findings.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    positions = sub.add_parser("positions", help="where the train was: position tracks and mast registers")
+    positions_sub = positions.add_subparsers(dest="positions_command", metavar="ACTION", required=True)
+    track = positions_sub.add_parser(
+        "import", help="a video's position track (CSV or GPX)",
+        description="Read where the train was during a video: a CSV with 't' (seconds) or 'frame' and any of "
+                    "line, chainage_m, lat, lon, mast; or a GPX track (times taken from --start or the GPX's "
+                    "metadata time). Positions are interpolated between samples; longer gaps stay unknown.")
+    track.add_argument("video", type=Path, metavar="VIDEO")
+    track.add_argument("file", type=Path, metavar="FILE", help="CSV or GPX")
+    track.add_argument("--offset", type=float, default=0.0, metavar="S",
+                       help="seconds to add to the track's times to match the video's (default 0)")
+    track.add_argument("--start", metavar="ISO8601", help="GPX only: when the video started, e.g. 2026-05-01T22:14:03Z")
+    masts = positions_sub.add_parser("masts", help="a mast register: CSV of line, mast, chainage_m[, lat, lon]")
+    masts.add_argument("file", type=Path, metavar="FILE")
+    for p_ in (track, masts):
+        p_.add_argument("--project", type=Path, required=True, metavar="DIR")
+
+    compare = sub.add_parser("compare", help="what changed between two runs of the same line: new, gone, persisting",
+                             description="Match the findings of two runs by line, chainage and fault type. A run is "
+                                         "a scanned video's path or file name, or a scan id.")
+    compare.add_argument("--project", type=Path, required=True, metavar="DIR")
+    compare.add_argument("--run", action="append", required=True, metavar="RUN", help="give twice: the earlier run "
+                                                                                      "(A), then the later one (B)")
+    compare.add_argument("--tolerance-m", type=_positive_float, default=10.0, metavar="M",
+                         help="how far apart the same fault may be located in the two runs (default 10)")
+    compare.add_argument("--by-time", action="store_true",
+                         help="without positions: match by time in the video (runs recorded alike)")
+    compare.add_argument("--tolerance-s", type=_positive_float, default=1.0, metavar="S",
+                         help="with --by-time: how far apart in time (default 1)")
+    compare.add_argument("--json", action="store_true", help="counts and the matched findings as JSON")
+
     bundle = sub.add_parser("bundle", help="inspect model bundles")
     bundle_sub = bundle.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
     info = bundle_sub.add_parser("info", help="what a bundle is: classes, input size, provenance")
@@ -279,6 +315,119 @@ def cmd_report(args: argparse.Namespace) -> int:
     for path in summary.missing_videos:
         print(f"inspector: warning: video {path} not found; its findings have no pictures", file=sys.stderr)
     print(f"report: {summary.html} ({summary.findings} findings in {summary.videos} video(s)); csv: {summary.csv}")
+    return EXIT_OK
+
+
+def _existing_project(path: Path):
+    from inspector.store import STORE_NAME, Store
+
+    if not (path / STORE_NAME).is_file():
+        raise InspectorError(f"project {path}: no project store there; scan videos into it first "
+                             f"with 'inspector scan VIDEO --project {path}'")
+    return Store(path)
+
+
+def cmd_findings(args: argparse.Namespace) -> int:
+    from inspector.positions import Locator
+
+    with _existing_project(args.project) as store:
+        locator = Locator(store)
+        videos = {v.id: v for v in store.videos()}
+        scans = {s.id: s for s in store.scans()}
+        for f in store.findings():
+            if args.status and f.status != args.status:
+                continue
+            video = videos[scans[f.scan_id].video_id]
+            where = locator.at(video.id, f.best_frame / video.fps)
+            row = {"id": f.id, "scan": f.scan_id, "video": str(video.path), "start_frame": f.start_frame,
+                   "end_frame": f.end_frame, "best_frame": f.best_frame, "region": f.region, "crop": f.crop,
+                   "class": f.class_name, "reviewed_class": f.reviewed_class, "score": round(f.best_score, 4),
+                   "status": f.status,
+                   "line": where.line if where else None,
+                   "chainage_m": round(where.chainage_m, 1) if where and where.chainage_m is not None else None,
+                   "lat": where.lat if where else None, "lon": where.lon if where else None,
+                   "mast_span": "-".join(where.span) if where and where.span else None}
+            if args.json:
+                print(json.dumps(row))
+            else:
+                place = where.describe() if where else ""
+                print(f"{f.id:>6}  {video.path.name}  frames {f.start_frame}-{f.end_frame}  {f.crop:<12} "
+                      f"{f.final_class:<24} {f.best_score:.2f}  {f.status:<9} {place}")
+    return EXIT_OK
+
+
+def cmd_positions(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from inspector.positions import PositionError, check_track, read_gpx, read_masts, read_track_csv
+    from inspector.video import VideoReader
+
+    with _existing_project(args.project) as store:
+        if args.positions_command == "masts":
+            masts = read_masts(args.file)
+            store.set_masts(masts)
+            print(f"{len(masts)} masts of {len({m.line for m in masts})} line(s) in the register")
+            return EXIT_OK
+        with VideoReader(args.video) as reader:
+            info = reader.info
+        video = store.add_video(info)
+        if args.file.suffix.lower() == ".gpx":
+            start = None
+            if args.start:
+                try:
+                    start = datetime.fromisoformat(args.start.replace("Z", "+00:00"))
+                except ValueError:
+                    raise PositionError(f"--start {args.start!r} is not an ISO 8601 time") from None
+                if start.tzinfo is None:
+                    raise PositionError(f"--start {args.start!r} has no time zone; add Z for UTC")
+            fixes = read_gpx(args.file, start)
+        else:
+            fixes = read_track_csv(args.file, info.fps)
+        if args.offset:
+            from dataclasses import replace
+
+            fixes = check_track([replace(f, t=f.t + args.offset) for f in fixes], str(args.file))
+        inside = [f for f in fixes if 0 <= f.t <= info.duration]
+        if not inside:
+            raise PositionError(f"{args.file}: no sample falls within the video's {info.duration:.0f} s; "
+                                "check the times, --offset or --start")
+        store.set_positions(video.id, fixes)
+        fields = [name for name in ("line", "chainage_m", "lat", "lon", "mast")
+                  if any(getattr(f, name) is not None for f in fixes)]
+        print(f"{len(fixes)} positions for {info.path.name} ({', '.join(fields)}), "
+              f"{len(inside)} within the video")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from inspector.compare import CompareError, compare_runs
+
+    if len(args.run) != 2:
+        raise CompareError("give exactly two runs: --run EARLIER --run LATER")
+    with _existing_project(args.project) as store:
+        result, scan_a, scan_b = compare_runs(store, args.run[0], args.run[1], args.tolerance_m, args.by_time,
+                                              args.tolerance_s)
+        unit = "s" if args.by_time else "m"
+
+        def item(p) -> dict:
+            return {"finding": p.finding.id, "class": p.finding.final_class, "line": p.line,
+                    ("t_s" if args.by_time else "chainage_m"): round(p.at, 1)}
+
+        if args.json:
+            print(json.dumps({**result.counts(), "run_a": scan_a.id, "run_b": scan_b.id,
+                              "new_findings": [item(p) for p in result.new],
+                              "gone_findings": [item(p) for p in result.gone],
+                              "persisting_findings": [{"a": item(a), "b": item(b)} for a, b in result.persisting]}))
+            return EXIT_OK
+        counts = result.counts()
+        print(f"run A scan {scan_a.id}, run B scan {scan_b.id}: {counts['new']} new, {counts['gone']} gone, "
+              f"{counts['persisting']} persisting" + (f", {counts['unlocated']} without a position" if
+                                                      counts["unlocated"] else ""))
+        for label, group in (("new", result.new), ("gone", result.gone)):
+            for p in group:
+                print(f"  {label:<10} {p.finding.final_class:<24} {p.line or '':<8} {p.at:10.1f} {unit}")
+        for a, b in result.persisting:
+            print(f"  persisting {b.finding.final_class:<24} {b.line or '':<8} {b.at:10.1f} {unit} (A: {a.at:.1f})")
     return EXIT_OK
 
 
@@ -433,7 +582,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(getattr(args, "target", None))
     handlers = {"scan": cmd_scan, "report": cmd_report, "faults": cmd_faults,
-                "evaluate-fewshot": cmd_evaluate_fewshot, "bundle": cmd_bundle_info}
+                "evaluate-fewshot": cmd_evaluate_fewshot, "bundle": cmd_bundle_info, "findings": cmd_findings,
+                "positions": cmd_positions, "compare": cmd_compare}
     try:
         return handlers[args.command](args)
     except InspectorError as exc:

@@ -193,8 +193,7 @@ class FaultLibrary:
             raise FaultLibraryError(f"none of the examples is labelled {name}; label at least one")
         kept = self.store.examples() + (self.store.examples([name]) if name in known and known[name].removed_at
                                          else [])
-        have = {(r.fault_type, r.pixels_hash) for r in kept}
-        rows = [r for r in self._example_rows(examples, profile) if (r.fault_type, r.pixels_hash) not in have]
+        rows = self._example_rows(examples, profile)
         if not any(r.fault_type == name for r in rows):
             raise FaultLibraryError(f"every example of {name} given is already in the library; label other frames")
         if auto_normal and NORMAL not in labels and not any(r.fault_type == NORMAL for r in kept):
@@ -383,9 +382,7 @@ class FaultLibrary:
             key = (ex.label, digest)
             if key in first and source == "operator":
                 raise FaultLibraryError(f"examples {first[key]} and {ex.row} are the same crop; remove the duplicate")
-            if key in stored and source == "operator" and ex.label != NORMAL:
-                raise FaultLibraryError(f"example {ex.row} is already in the library as {ex.label}")
-            if key not in first and key not in stored:  # normal examples already kept are reused as they are
+            if key not in first and key not in stored:  # examples already kept are not added twice
                 keep.append(i)
             first.setdefault(key, ex.row)
         crops, meta, hashes = [crops[i] for i in keep], [meta[i] for i in keep], [hashes[i] for i in keep]

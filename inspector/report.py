@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 
 from inspector.errors import InspectorError, StoreError
+from inspector.positions import Location, Locator
 from inspector.regions import CropSpec, parse_profile
 from inspector.store import FindingRecord, ScanRecord, Store, VideoRecord
 from inspector.video import VideoReader
@@ -27,7 +28,8 @@ PALETTE = ("#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e
            "#bcbd22", "#7f7f7f")
 THUMB_WIDTH = 320
 CSV_COLUMNS = ("video", "scan_id", "finding_id", "class", "region", "crop", "start_s", "end_s", "best_s",
-               "best_frame", "score", "frames", "status", "line", "chainage_m", "lat", "lon", "mast")
+               "best_frame", "score", "frames", "status", "reviewed_class", "line", "chainage_m", "lat", "lon",
+               "mast", "mast_span")
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ def build_report(store: Store, out_dir: Path | str,
     thumbs: dict[int, tuple[str, str]] = {}
     missing: list[Path] = []
     rows: list[dict] = []
+    locator = Locator(store)
+    locations: dict[int, Location] = {}
     done = 0
     for scan in scans:
         video = store.video(scan.video_id)
@@ -143,12 +147,16 @@ def build_report(store: Store, out_dir: Path | str,
                     thumbs[f.id] = _thumbnail(reader, f, specs, out)
                 except InspectorError as exc:
                     log.warning("no thumbnail for finding %d: %s", f.id, exc)
-            position = store.position_at(video.id, f.best_frame / video.fps) or {}
+            where = locator.at(video.id, f.best_frame / video.fps) or Location()
+            locations[f.id] = where
             rows.append({"video": str(video.path), "scan_id": scan.id, "finding_id": f.id, "class": f.class_name,
                          "region": f.region, "crop": f.crop, "start_s": round(f.start_frame / video.fps, 3),
                          "end_s": round(f.end_frame / video.fps, 3), "best_s": round(f.best_frame / video.fps, 3),
                          "best_frame": f.best_frame, "score": round(f.best_score, 4), "frames": f.frames,
-                         "status": f.status, **{k: position.get(k) for k in CSV_COLUMNS[-5:]}})
+                         "status": f.status, "reviewed_class": f.reviewed_class, "line": where.line,
+                         "chainage_m": None if where.chainage_m is None else round(where.chainage_m, 1),
+                         "lat": where.lat, "lon": where.lon, "mast": where.mast,
+                         "mast_span": "-".join(where.span) if where.span else None})
             done += 1
             if progress:
                 progress(done, len(findings))
@@ -160,12 +168,13 @@ def build_report(store: Store, out_dir: Path | str,
         writer.writeheader()
         writer.writerows(rows)
     html_path = out / "report.html"
-    html_path.write_text(_render(store, scans, by_scan, colours, thumbs, missing), encoding="utf-8")
+    html_path.write_text(_render(store, scans, by_scan, colours, thumbs, missing, locations), encoding="utf-8")
     return ReportSummary(html_path, csv_path, len(findings), len({s.video_id for s in scans}), tuple(missing))
 
 
 def _render(store: Store, scans: list[ScanRecord], by_scan: dict[int, list[FindingRecord]],
-            colours: dict[str, str], thumbs: dict[int, tuple[str, str]], missing: list[Path]) -> str:
+            colours: dict[str, str], thumbs: dict[int, tuple[str, str]], missing: list[Path],
+            locations: dict[int, Location]) -> str:
     esc = html.escape
     total = sum(len(v) for v in by_scan.values())
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -205,8 +214,8 @@ def _render(store: Store, scans: list[ScanRecord], by_scan: dict[int, list[Findi
             parts.append("<p>No findings.</p>")
             continue
         parts.append(_timeline_svg(video, findings, colours))
-        parts.append("<table><tr><th>#</th><th>frame</th><th>crop</th><th>time</th><th>region</th><th>class</th>"
-                     "<th>score</th><th>frames</th><th>status</th></tr>")
+        parts.append("<table><tr><th>#</th><th>frame</th><th>crop</th><th>time</th><th>where</th><th>region</th>"
+                     "<th>class</th><th>score</th><th>frames</th><th>status</th></tr>")
         for f in findings:
             frame_img, crop_img = thumbs.get(f.id, ("", ""))
             pictures = (f"<td><img src='{frame_img}' width='{THUMB_WIDTH}' alt='frame {f.best_frame}'></td>"
@@ -216,8 +225,8 @@ def _render(store: Store, scans: list[ScanRecord], by_scan: dict[int, list[Findi
                 f"<tr id='f{f.id}'><td class='num'>{f.id}</td>{pictures}"
                 f"<td>{clock(f.start_frame / video.fps)}&ndash;{clock((f.end_frame + 1) / video.fps)}<br>"
                 f"<small>best {clock(f.best_frame / video.fps)} (frame {f.best_frame})</small></td>"
-                f"<td>{esc(f.crop)}</td><td><span class='swatch' style='background:{colours[f.class_name]}'></span>"
-                f"{esc(f.class_name)}</td><td class='num'>{f.best_score:.2f}</td><td class='num'>{f.frames}</td>"
+                f"<td>{esc(locations[f.id].describe()) or '&ndash;'}</td><td>{esc(f.crop)}</td><td><span class='swatch' style='background:{colours[f.class_name]}'></span>"
+                f"{esc(f.class_name)}{' &rarr; ' + esc(f.reviewed_class) if f.reviewed_class else ''}</td><td class='num'>{f.best_score:.2f}</td><td class='num'>{f.frames}</td>"
                 f"<td class='status-{esc(f.status)}'>{esc(f.status)}</td></tr>")
         parts.append("</table>")
     parts.append("<p class='sub'>Findings as CSV: <a href='findings.csv'>findings.csv</a></p></body></html>")

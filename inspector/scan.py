@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from inspector.backbone import Backbone
+from inspector.decide import decide
 from inspector.errors import BundleError, InspectorError, ProfileError, StoreError
 from inspector.findings import group_findings
 from inspector.heads import Head
@@ -195,13 +196,11 @@ class Scanner:
         crops = np.concatenate([c for _, c in batch])
         embeddings = self.backbone.embed(crops, batch_size=max(self.batch_size, len(crops)))
         per_frame = len(self.specs)
-        rows: list[DetectionRow] = []
-        for j, spec in enumerate(self.specs):
-            pred = self.head.classify(embeddings[j::per_frame], spec.region)
-            for (frame, _), k, score, fault in zip(batch, pred.class_index, pred.score, pred.is_fault):
-                if k >= 0:
-                    rows.append(DetectionRow(frame, spec.name, spec.region, self.head.classes[k],
-                                             float(score), bool(fault)))
+        pred = decide(self.head, embeddings, [spec.region for _ in batch for spec in self.specs])
+        rows = [DetectionRow(frame, spec.name, spec.region, self.head.classes[k], float(score), bool(fault))
+                for (frame, _), chunk in zip(batch, np.split(np.arange(len(crops)), len(batch)))
+                for spec, k, score, fault in zip(self.specs, pred.class_index[chunk], pred.score[chunk],
+                                                 pred.is_fault[chunk]) if k >= 0]
         vectors = embeddings.astype(np.float16)
         stored = ([(frame, spec.name, vectors[i * per_frame + j].tobytes())
                    for i, (frame, _) in enumerate(batch) for j, spec in enumerate(self.specs)]
@@ -248,19 +247,15 @@ def reclassify(store: Store, head: Head, progress: Callable[[int, int], None] | 
             if vectors.shape[1] != head.embedding_size:
                 raise StoreError(f"scan {scan.id}: cached embeddings are {vectors.shape[1]}-d but the head expects "
                                  f"{head.embedding_size}-d; rescan with the project's bundle")
-            crop_regions = np.array([regions.get(n, n) for n in names])
-            for region in np.unique(crop_regions).tolist():
-                index = np.flatnonzero(crop_regions == region)
-                pred = head.classify(vectors[index], region)
-                keep = pred.class_index >= 0
-                picked = index[keep].tolist()
-                classes = [head.classes[k] for k in pred.class_index[keep].tolist()]
-                scores = pred.score[keep].tolist()
-                flags = pred.is_fault[keep].tolist()
-                rows += [(scan.id, frames[i], names[i], region, c, sc, int(f))
-                         for i, c, sc, f in zip(picked, classes, scores, flags)]
-                faults += [DetectionRow(frames[i], names[i], region, c, sc, True)
-                           for i, c, sc, f in zip(picked, classes, scores, flags) if f]
+            crop_regions = [regions.get(n, n) for n in names]
+            pred = decide(head, vectors, crop_regions)
+            picked = np.flatnonzero(pred.class_index >= 0).tolist()
+            classes = [head.classes[k] for k in pred.class_index[picked].tolist()]
+            scores, flags = pred.score[picked].tolist(), pred.is_fault[picked].tolist()
+            rows += [(scan.id, frames[i], names[i], crop_regions[i], c, sc, int(f))
+                     for i, c, sc, f in zip(picked, classes, scores, flags)]
+            faults += [DetectionRow(frames[i], names[i], crop_regions[i], c, sc, True)
+                       for i, c, sc, f in zip(picked, classes, scores, flags) if f]
             seen += len(batch)
         if not seen:
             if scan.frames_done:

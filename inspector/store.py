@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from inspector.errors import StoreError
+from inspector.positions import Fix, Mast
 from inspector.video import VideoInfo
 
 STORE_NAME = "project.sqlite"
@@ -129,6 +130,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     -- A reviewer may confirm a finding as another class than the one the scan called.
     ALTER TABLE findings ADD COLUMN reviewed_class TEXT;
+    -- The mast register of the lines the project's runs cover: chainage -> span between masts.
+    CREATE TABLE masts(
+        line TEXT NOT NULL,
+        mast TEXT NOT NULL,
+        chainage_m REAL NOT NULL,
+        lat REAL, lon REAL,
+        PRIMARY KEY(line, mast));
     """,
 )
 
@@ -565,11 +573,27 @@ class Store:
         return row[0], bytes(row[1]), row[2]
 
     # positions ------------------------------------------------------------------------------
-    def position_at(self, video_id: int, t: float) -> dict | None:
-        """The last known position at or before ``t`` seconds, if the video has a track."""
-        row = self._conn.execute(
-            "SELECT line, chainage_m, lat, lon, mast FROM positions WHERE video_id=? AND t<=? "
-            "ORDER BY t DESC LIMIT 1", (video_id, t)).fetchone()
-        if row is None:
-            return None
-        return dict(zip(("line", "chainage_m", "lat", "lon", "mast"), row))
+    # positions ------------------------------------------------------------------------------
+    def set_positions(self, video_id: int, fixes: Sequence[Fix]) -> None:
+        """A video's position track, replacing any earlier one, in one transaction."""
+        self.video(video_id)
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM positions WHERE video_id=?", (video_id,))
+            conn.executemany("INSERT INTO positions(video_id, t, line, chainage_m, lat, lon, mast) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             [(video_id, f.t, f.line, f.chainage_m, f.lat, f.lon, f.mast) for f in fixes])
+
+    def positions(self, video_id: int) -> list[Fix]:
+        return [Fix(*row) for row in self._conn.execute(
+            "SELECT t, line, chainage_m, lat, lon, mast FROM positions WHERE video_id=? ORDER BY t", (video_id,))]
+
+    def set_masts(self, masts: Sequence[Mast]) -> None:
+        """Add or update masts of the register (a line's other masts stay)."""
+        with self.transaction() as conn:
+            conn.executemany("INSERT INTO masts(line, mast, chainage_m, lat, lon) VALUES (?, ?, ?, ?, ?) "
+                             "ON CONFLICT(line, mast) DO UPDATE SET chainage_m=excluded.chainage_m, "
+                             "lat=excluded.lat, lon=excluded.lon",
+                             [(m.line, m.mast, m.chainage_m, m.lat, m.lon) for m in masts])
+
+    def masts(self) -> list[Mast]:
+        return [Mast(*row) for row in self._conn.execute("SELECT line, mast, chainage_m, lat, lon FROM masts")]

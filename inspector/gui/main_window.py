@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from PyQt6.QtCore import QSettings, Qt, QTimer
-from PyQt6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence, QPixmap
+from PyQt6.QtGui import QAction, QColor, QDragEnterEvent, QDropEvent, QKeySequence, QPixmap
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -23,6 +23,7 @@ from PyQt6.QtWidgets import (
     QInputDialog,
     QLabel,
     QListWidget,
+    QListWidgetItem,
     QMainWindow,
     QMessageBox,
     QProgressBar,
@@ -82,6 +83,7 @@ class MainWindow(QMainWindow):
         self.report_worker: ReportWorker | None = None
         self.live: LiveInference | None = None
         self._dialogs: list[QMessageBox] = []
+        self.docks: dict[str, QDockWidget] = {}
         self.timer = QTimer(self)
         self.timer.timeout.connect(self._tick)
         self._build()
@@ -146,7 +148,7 @@ class MainWindow(QMainWindow):
         buttons.addWidget(confirm)
         buttons.addWidget(reject)
         panel = QWidget()
-        panel.setMinimumWidth(400)
+        panel.setMinimumWidth(300)
         column = QVBoxLayout(panel)
         column.addLayout(filters)
         column.addWidget(self.table)
@@ -172,6 +174,11 @@ class MainWindow(QMainWindow):
         column.addWidget(self.quality_label)
         self._dock("Labelling", label_panel, Qt.DockWidgetArea.RightDockWidgetArea)
 
+        self.videos_list = QListWidget()
+        self.videos_list.setToolTip("the project's videos: Enter or double-click opens one")
+        self.videos_list.itemActivated.connect(self._open_listed_video)
+        self._dock("Videos", self.videos_list, Qt.DockWidgetArea.RightDockWidgetArea)
+
         self.review_order = QComboBox()
         self.review_order.addItems(["time", "score"])
         self.review_order.setToolTip("review order: by video and time, or most confident first")
@@ -194,6 +201,12 @@ class MainWindow(QMainWindow):
         column.addWidget(self.review_info)
         self._dock("Review", review_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.queue: ReviewQueue | None = None
+        # Two tabbed groups on the right (findings | videos above, review | labelling below): the frame
+        # keeps most of the width from 800 x 600 up.
+        self.tabifyDockWidget(self.docks["Findings"], self.docks["Videos"])
+        self.tabifyDockWidget(self.docks["Review"], self.docks["Labelling"])
+        self.docks["Findings"].raise_()
+        self.docks["Review"].raise_()
 
         self.status_text = QLabel("")
         self.progress = QProgressBar()
@@ -208,11 +221,13 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.cancel_button)
         self._menus()
 
-    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(title)
         dock.setWidget(widget)
         self.addDockWidget(area, dock)
+        self.docks[title] = dock
+        return dock
 
     def _action(self, menu, text: str, slot, *keys: str) -> QAction:
         action = QAction(text, self)
@@ -433,6 +448,7 @@ class MainWindow(QMainWindow):
                  and status in ("all", f.status)]
         self.findings_model.set_rows(shown, self.session.video.info.fps)
         self.timeline.set_findings(findings, self._frame_count())
+        self.refresh_videos()
 
     def review(self, status: str, reviewed_class: str | None = None) -> None:
         """C / X (or a digit while reviewing): the finding under review, else the selected rows."""
@@ -456,6 +472,33 @@ class MainWindow(QMainWindow):
         self.refresh_findings()
         self.table.selectRow(min(rows[-1] + 1, self.findings_model.rowCount() - 1))
 
+    def refresh_videos(self) -> None:
+        self.videos_list.clear()
+        if self.session is None:
+            return
+        current = self.session.video.info.path if self.session.video else None
+        for row in self.session.video_rows():
+            item = QListWidgetItem(row.describe())
+            item.setData(Qt.ItemDataRole.UserRole, str(row.path))
+            item.setToolTip(str(row.path))
+            if row.path == current:
+                font = item.font()
+                font.setBold(True)
+                item.setFont(font)
+            if not row.present:
+                item.setForeground(QColor("#888888"))
+            self.videos_list.addItem(item)
+
+    def _open_listed_video(self, item: QListWidgetItem) -> None:
+        path = Path(item.data(Qt.ItemDataRole.UserRole))
+        if not path.is_file():
+            self.error(f"{path}: the file is no longer there; put it back or scan it again from its new place")
+            return
+        try:
+            self._open_video(path)
+        except InspectorError as exc:
+            self.error(str(exc))
+
     def _seek_to_row(self, index) -> None:
         if 0 <= index.row() < len(self.findings_model.rows):
             self.show_frame(self.findings_model.rows[index.row()].best_frame)
@@ -465,6 +508,7 @@ class MainWindow(QMainWindow):
         if self.session is None:
             self.error("open a project first (Ctrl+O)")
             return
+        self.docks["Review"].raise_()
         self.queue = ReviewQueue.of(self.session.store.findings(), self.review_order.currentText())
         if not self.queue.ids:
             self.queue = None
@@ -598,6 +642,7 @@ class MainWindow(QMainWindow):
             self.start_fault_type(name.strip())
 
     def start_fault_type(self, name: str) -> None:
+        self.docks["Labelling"].raise_()
         if name not in self.new_types:
             self.new_types.append(name)
         self._refresh_types()
@@ -690,10 +735,23 @@ class MainWindow(QMainWindow):
             self.export_report(Path(folder))
 
     def export_report(self, folder: Path) -> None:
+        """In the background, with the progress bar (thumbnails need a decoded frame each)."""
+        if self.report_worker is not None and self.report_worker.isRunning():
+            self.status_text.setText("a report is already being written")
+            return
         self.report_worker = ReportWorker(self.session.project, folder)
-        self.report_worker.done.connect(lambda path: self.status_text.setText(f"report written: {path}"))
-        self.report_worker.failed.connect(self.error)
+        self.report_worker.progress.connect(self._report_progress)
+        self.report_worker.done.connect(lambda path: (self.progress.hide(),
+                                                      self.status_text.setText(f"report written: {path}")))
+        self.report_worker.failed.connect(lambda message: (self.progress.hide(), self.error(message)))
+        self.status_text.setText(f"writing the report to {folder}…")
         self.report_worker.start()
+
+    def _report_progress(self, done: int, total: int) -> None:
+        self.progress.setMaximum(max(total, 1))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"report: {done} of {total} findings")
+        self.progress.show()
 
     # dialogs ----------------------------------------------------------------------------------
     def error(self, message: str) -> None:
@@ -712,10 +770,17 @@ class MainWindow(QMainWindow):
         for row, (key, what) in enumerate(SHORTCUTS):
             table.setItem(row, 0, QTableWidgetItem(key))
             table.setItem(row, 1, QTableWidgetItem(what))
-        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        table.verticalHeader().hide()
+        table.setWordWrap(True)
+        table.resizeRowsToContents()
         layout = QVBoxLayout(dialog)
         layout.addWidget(table)
-        dialog.resize(520, 600)
+        # As large as the list needs, never larger than the window: it scrolls inside instead of being cut off.
+        wanted = table.horizontalHeader().length() + 60, table.verticalHeader().length() + 80
+        dialog.resize(min(max(wanted[0], 560), max(self.width() - 40, 320)),
+                      min(wanted[1], max(self.height() - 40, 240)))
         dialog.open()
         return dialog
 

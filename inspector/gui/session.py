@@ -39,6 +39,23 @@ class Label:
         return self.crop if self.box is None else f"box {' '.join(map(str, self.box))}"
 
 
+@dataclass(frozen=True)
+class VideoRow:
+    """One line of the window's video list."""
+
+    path: Path
+    scan_status: str  # of the latest scan: done, partial, interrupted, running; or "not scanned"
+    findings: dict[str, int]  # by review status
+    present: bool  # the file is still where it was scanned
+
+    def describe(self) -> str:
+        total = sum(self.findings.values())
+        text = f"{self.path.name} · {self.scan_status}"
+        if total:
+            text += f" · {total} findings ({self.findings['open']} open)"
+        return text + ("" if self.present else " · file missing")
+
+
 @dataclass
 class ReviewQueue:
     """The findings to review, in order, and where the reviewer is: C, X, S and N move forward,
@@ -142,6 +159,19 @@ class Session:
 
     def set_status(self, finding_id: int, status: str, reviewed_class: str | None = None) -> None:
         self.store.set_finding_status(finding_id, status, reviewed_class)
+
+    def video_rows(self) -> list[VideoRow]:
+        """The project's videos with their latest scan's state and their findings by review status."""
+        scans = self.store.scans()
+        findings = self.store.findings()
+        rows = []
+        for video in self.store.videos():
+            mine = [s for s in scans if s.video_id == video.id]
+            ids = {s.id for s in mine}
+            counts = {status: sum(f.scan_id in ids and f.status == status for f in findings)
+                      for status in ("open", "confirmed", "rejected")}
+            rows.append(VideoRow(video.path, mine[-1].status if mine else "not scanned", counts, video.path.is_file()))
+        return rows
 
     def finding(self, finding_id: int) -> FindingRecord:
         for f in self.store.findings():

@@ -26,7 +26,7 @@ class FrameView(QWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setMinimumSize(480, 270)
+        self.setMinimumSize(320, 180)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self._image: QImage | None = None
         self._specs: list[CropSpec] = []

@@ -15,6 +15,7 @@ from PyQt6.QtCore import QThread, pyqtSignal
 
 from inspector.backbone import Backbone
 from inspector.bundle import Bundle
+from inspector.decide import decide
 from inspector.errors import InspectorError
 from inspector.faults import LabelledExample
 from inspector.heads import Head
@@ -64,13 +65,10 @@ class LiveInference(QThread):
                 index, image, specs, head = self._job
                 self._job = None
             crops = crop_frame(image, specs, self._backbone.bundle.input_size)
-            embeddings = self._backbone.embed(crops)
-            out = []
-            for spec, embedding in zip(specs, embeddings):
-                pred = head.classify(embedding[None], spec.region)
-                k = int(pred.class_index[0])
-                out.append((spec.name, head.classes[k] if k >= 0 else "", float(pred.score[0]),
-                            bool(pred.is_fault[0])))
+            pred = decide(head, self._backbone.embed(crops), [spec.region for spec in specs])
+            out = [(spec.name, head.classes[k] if k >= 0 else "", float(score), bool(fault))
+                   for spec, k, score, fault in zip(specs, pred.class_index.tolist(), pred.score.tolist(),
+                                                    pred.is_fault.tolist())]
             self.result.emit(index, out)
 
 
@@ -142,6 +140,7 @@ class AdaptWorker(QThread):
 
 
 class ReportWorker(QThread):
+    progress = pyqtSignal(int, int)  # findings done, of
     done = pyqtSignal(str)  # path of report.html
     failed = pyqtSignal(str)
 
@@ -152,7 +151,7 @@ class ReportWorker(QThread):
     def run(self) -> None:
         try:
             with Store(self._project) as store:
-                summary = build_report(store, self._out)
+                summary = build_report(store, self._out, self.progress.emit)
         except BaseException as exc:
             self.failed.emit(_message(exc))
             return

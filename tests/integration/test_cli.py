@@ -170,3 +170,55 @@ def test_bundle_info_on_a_broken_bundle(capsys, tmp_path):
     code, _, err = run(capsys, "bundle", "info", tmp_path)
     assert code == EXIT_FAILED
     assert_one_clear_line(err, "no bundle.json")
+
+
+def test_locate_findings_and_compare_two_runs(capsys, tmp_path, scan_args, tiny_bundle, profile_file):
+    """Two runs of the same stretch at 10 m/s: run A has faults at about 1010 m and 1040 m; run B,
+    starting 20 m further on, sees the one at 1040 m again and a new one at 1070 m; the first is gone."""
+    from tests.factories import make_video
+
+    run_a = make_video(tmp_path / "a.mp4", 60, set(range(10, 20)) | set(range(40, 45)))
+    run_b = make_video(tmp_path / "b.mp4", 60, set(range(20, 25)) | set(range(50, 55)))  # 1040 m again; 1070 m new
+    project = tmp_path / "p"
+    assert run(capsys, *scan_args, run_a, run_b)[0] == EXIT_OK
+    (tmp_path / "a.csv").write_text("t,line,chainage_m\n0,L4,1000\n6,L4,1060\n")  # 10 m/s
+    (tmp_path / "b.csv").write_text("frame,line,chainage_m\n0,L4,1020\n60,L4,1080\n")  # starts 20 m further on
+    (tmp_path / "masts.csv").write_text("line,mast,chainage_m\nL4,7,1000\nL4,8,1030\nL4,9,1060\nL4,10,1090\n")
+    code, out, err = run(capsys, "positions", "import", run_a, tmp_path / "a.csv", "--project", project)
+    assert code == EXIT_OK and "2 positions for a.mp4 (line, chainage_m)" in out, err
+    assert run(capsys, "positions", "import", run_b, tmp_path / "b.csv", "--project", project)[0] == EXIT_OK
+    code, out, _ = run(capsys, "positions", "masts", tmp_path / "masts.csv", "--project", project)
+    assert code == EXIT_OK and "4 masts of 1 line(s)" in out
+    code, out, _ = run(capsys, "findings", "--project", project, "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    first = next(r for r in rows if r["video"].endswith("a.mp4") and r["start_frame"] == 10)
+    assert first["line"] == "L4" and 1010 <= first["chainage_m"] <= 1020 and first["mast_span"] == "7-8"
+    code, out, err = run(capsys, "compare", "--project", project, "--run", "a.mp4", "--run", "b.mp4", "--json")
+    assert code == EXIT_OK, err
+    result = json.loads(out)
+    assert (result["new"], result["gone"], result["persisting"]) == (1, 1, 1), result
+    code, out, err = run(capsys, "report", "--project", project, "--out", tmp_path / "r")
+    assert "masts 7-8" in (tmp_path / "r" / "report.html").read_text()
+    rows = list(csv.DictReader((tmp_path / "r" / "findings.csv").open()))
+    assert {r["mast_span"] for r in rows} >= {"7-8"}
+
+
+def test_positions_and_compare_bad_input(capsys, tmp_path, scan_args, fault_video):
+    project = tmp_path / "p"
+    assert run(capsys, *scan_args, fault_video)[0] == EXIT_OK
+    (tmp_path / "bad.csv").write_text("t,chainage_m\n0,10\n1,ten\n")
+    code, _, err = run(capsys, "positions", "import", fault_video, tmp_path / "bad.csv", "--project", project)
+    assert code == EXIT_FAILED
+    assert_one_clear_line(err, "row 3: chainage_m 'ten' is not a number")
+    with Store(project) as store:
+        assert store.positions(store.videos()[0].id) == []  # nothing half-imported
+    (tmp_path / "late.csv").write_text("t,chainage_m\n500,10\n510,20\n")
+    code, _, err = run(capsys, "positions", "import", fault_video, tmp_path / "late.csv", "--project", project)
+    assert_one_clear_line(err, "no sample falls within the video")
+    code, _, err = run(capsys, "compare", "--project", project, "--run", "run.mp4", "--run", "other.mp4")
+    assert code == EXIT_FAILED
+    assert_one_clear_line(err, "other.mp4 is not a scanned video of the project")
+    code, _, err = run(capsys, "compare", "--project", project, "--run", "run.mp4", "--run", "1")
+    assert_one_clear_line(err, "are the same run")
+    code, _, err = run(capsys, "findings", "--project", tmp_path / "nowhere")
+    assert_one_clear_line(err, "no project store there")

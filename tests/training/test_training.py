@@ -17,10 +17,10 @@ torch.set_num_threads(2)
 
 # Per algorithm: settings under which it learns the toy family in a few dozen steps from scratch.
 SETTINGS = {
-    Algorithm.ANIL: dict(lr=3e-4, steps=60),
-    Algorithm.MAML: dict(lr=3e-4, steps=40),
-    Algorithm.FOMAML: dict(lr=3e-4, steps=60),
-    Algorithm.REPTILE: dict(lr=3e-4, steps=60),
+    Algorithm.ANIL: dict(lr=1e-3, steps=60),
+    Algorithm.MAML: dict(lr=1e-3, steps=40),
+    Algorithm.FOMAML: dict(lr=1e-3, steps=60),
+    Algorithm.REPTILE: dict(lr=1e-3, steps=60),
     Algorithm.PROTONET: dict(lr=1e-3, steps=100),
     Algorithm.MATCHING: dict(lr=1e-3, steps=60),
 }

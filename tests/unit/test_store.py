@@ -122,13 +122,15 @@ def test_findings_keep_their_review_status_when_regrouped(tmp_path, fault_video)
 
 
 def test_positions_locate_a_time(tmp_path, fault_video):
+    from inspector.positions import Fix, Locator, Mast
+
     with Store(tmp_path / "p") as store:
         video = store.add_video(probe(fault_video))
-        with store.transaction() as conn:
-            conn.executemany("INSERT INTO positions(video_id, t, line, chainage_m, mast) VALUES (?, ?, ?, ?, ?)",
-                             [(video.id, 0.0, "L1", 1000.0, "12"), (video.id, 3.0, "L1", 1060.0, "13")])
-        assert store.position_at(video.id, 4.0)["mast"] == "13"
-        assert store.position_at(video.id, 1.0)["chainage_m"] == 1000.0
+        store.set_positions(video.id, [Fix(0.0, "L1", 1000.0, mast="12"), Fix(3.0, "L1", 1060.0, mast="13")])
+        store.set_masts([Mast("L1", "12", 990.0), Mast("L1", "13", 1050.0), Mast("L1", "14", 1110.0)])
+        where = Locator(store).at(video.id, 1.0)
+        assert where.chainage_m == 1020.0 and where.mast == "12" and where.span == ("12", "13")
+        assert Locator(store).at(video.id, 4.0) is None  # after the track ends
 
 
 def test_group_findings_joins_runs_across_small_gaps():

@@ -1,0 +1,140 @@
+"""What changed on the line between two runs: findings matched by place and fault type.
+
+Two runs of the same line see the same fault at (nearly) the same chainage. A finding of run B is
+**persisting** when run A has one of the same class on the same line within ``tolerance_m``,
+**new** when it has none; a finding of A left unmatched is **gone** (repaired, or missed by B).
+Matching is one to one, closest pairs first. Rejected findings are not faults and take no part;
+a reviewer's corrected class counts over the scan's. Without positions, runs can be matched by
+time in the video instead (``by_time``), which only makes sense for runs recorded the same way.
+"""
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inspector.errors import InspectorError
+from inspector.positions import Location, Locator
+from inspector.store import FindingRecord, ScanRecord, Store
+
+
+class CompareError(InspectorError):
+    """Runs that cannot be compared as asked."""
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A finding with the coordinate it is matched on (chainage in m, or time in s)."""
+
+    finding: FindingRecord
+    line: str | None
+    at: float
+    location: Location | None = None
+
+    @property
+    def key(self) -> tuple[str | None, str]:
+        return self.line, self.finding.final_class
+
+
+@dataclass
+class Comparison:
+    new: list[Placed] = field(default_factory=list)
+    gone: list[Placed] = field(default_factory=list)
+    persisting: list[tuple[Placed, Placed]] = field(default_factory=list)  # (in A, in B)
+    unlocated: int = 0  # findings left out: no position at their time (a gap in the track)
+
+    def counts(self) -> dict[str, int]:
+        return {"new": len(self.new), "gone": len(self.gone), "persisting": len(self.persisting),
+                "unlocated": self.unlocated}
+
+
+def match(a: list[Placed], b: list[Placed], tolerance: float) -> Comparison:
+    """One-to-one matching within ``tolerance`` per (line, class), closest pairs first:
+    O(n log n) plus the candidate pairs, which a tolerance of metres keeps few."""
+    result = Comparison()
+    groups_a: dict[tuple, list[Placed]] = defaultdict(list)
+    groups_b: dict[tuple, list[Placed]] = defaultdict(list)
+    for p in a:
+        groups_a[p.key].append(p)
+    for p in b:
+        groups_b[p.key].append(p)
+    for key in set(groups_a) | set(groups_b):
+        left = sorted(groups_a.get(key, []), key=lambda p: p.at)
+        right = sorted(groups_b.get(key, []), key=lambda p: p.at)
+        positions = [p.at for p in right]
+        pairs = []
+        for i, p in enumerate(left):
+            lo = bisect.bisect_left(positions, p.at - tolerance)
+            hi = bisect.bisect_right(positions, p.at + tolerance)
+            pairs.extend((abs(positions[j] - p.at), i, j) for j in range(lo, hi))
+        pairs.sort()
+        used_left, used_right = set(), set()
+        for _, i, j in pairs:
+            if i not in used_left and j not in used_right:
+                used_left.add(i)
+                used_right.add(j)
+                result.persisting.append((left[i], right[j]))
+        result.gone += [p for i, p in enumerate(left) if i not in used_left]
+        result.new += [p for j, p in enumerate(right) if j not in used_right]
+    result.persisting.sort(key=lambda pair: (pair[1].line or "", pair[1].at))
+    result.new.sort(key=lambda p: (p.line or "", p.at))
+    result.gone.sort(key=lambda p: (p.line or "", p.at))
+    return result
+
+
+def resolve_run(store: Store, name: str) -> ScanRecord:
+    """A run named by scan id, or by a scanned video's path or file name (its latest scan)."""
+    scans = store.scans()
+    if name.isdigit():
+        for scan in scans:
+            if scan.id == int(name):
+                return scan
+        raise CompareError(f"no scan {name} in the project; 'inspector findings' lists the scans")
+    wanted = Path(name)
+    videos = [v for v in store.videos() if v.path == wanted or v.path.name == wanted.name]
+    if len(videos) > 1 and not any(v.path == wanted for v in videos):
+        raise CompareError(f"{name} names {len(videos)} videos of the project; give its full path or a scan id")
+    ids = {v.id for v in videos if len(videos) == 1 or v.path == wanted}
+    mine = [s for s in scans if s.video_id in ids]
+    if not mine:
+        raise CompareError(f"{name} is not a scanned video of the project; scan it first or give a scan id")
+    return mine[-1]
+
+
+def place(store: Store, scan: ScanRecord, by_time: bool, locator: Locator) -> tuple[list[Placed], int]:
+    """The scan's findings (rejected ones left out), each with where it is; and how many have no
+    position."""
+    video = store.video(scan.video_id)
+    placed, unlocated = [], 0
+    for f in store.findings(scan.id):
+        if f.status == "rejected":
+            continue
+        t = f.best_frame / video.fps
+        if by_time:
+            placed.append(Placed(f, None, t))
+            continue
+        where = locator.at(video.id, t)
+        if where is None or where.chainage_m is None:
+            unlocated += 1
+            continue
+        placed.append(Placed(f, where.line, where.chainage_m, where))
+    return placed, unlocated
+
+
+def compare_runs(store: Store, run_a: str, run_b: str, tolerance_m: float = 10.0, by_time: bool = False,
+                 tolerance_s: float = 1.0) -> tuple[Comparison, ScanRecord, ScanRecord]:
+    scan_a, scan_b = resolve_run(store, run_a), resolve_run(store, run_b)
+    if scan_a.id == scan_b.id:
+        raise CompareError(f"{run_a} and {run_b} are the same run (scan {scan_a.id})")
+    locator = Locator(store)
+    if not by_time:
+        for scan, name in ((scan_a, run_a), (scan_b, run_b)):
+            if not any(f.chainage_m is not None for f in store.positions(scan.video_id)):
+                raise CompareError(f"run {name} has no positions with chainage: import them with 'inspector positions "
+                                   "import', or compare by time in the video with --by-time")
+    (placed_a, lost_a), (placed_b, lost_b) = place(store, scan_a, by_time, locator), place(store, scan_b, by_time,
+                                                                                           locator)
+    result = match(placed_a, placed_b, tolerance_s if by_time else tolerance_m)
+    result.unlocated = lost_a + lost_b
+    return result, scan_a, scan_b
