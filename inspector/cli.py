@@ -162,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     findings.add_argument("--status", choices=("open", "confirmed", "rejected"), help="only findings with this status")
     findings.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    review = sub.add_parser("review", help="confirm or reject a finding (as C / X in the app)")
+    review.add_argument("finding", type=_positive_int, metavar="FINDING_ID", help="an id from 'inspector findings'")
+    decision = review.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--confirm", action="store_true", help="it is a fault")
+    decision.add_argument("--reject", action="store_true", help="it is not a fault (a false alarm)")
+    decision.add_argument("--reopen", action="store_true", help="undo a review: the finding is open again")
+    review.add_argument("--as", dest="as_class", metavar="CLASS", help="with --confirm: it is a fault of this class")
+    review.add_argument("--project", type=Path, required=True, metavar="DIR")
+
     positions = sub.add_parser("positions", help="where the train was: position tracks and mast registers")
     positions_sub = positions.add_subparsers(dest="positions_command", metavar="ACTION", required=True)
     track = positions_sub.add_parser(
@@ -353,6 +362,27 @@ def cmd_findings(args: argparse.Namespace) -> int:
                 place = where.describe() if where else ""
                 print(f"{f.id:>6}  {video.path.name}  frames {f.start_frame}-{f.end_frame}  {f.crop:<12} "
                       f"{f.final_class:<24} {f.best_score:.2f}  {f.status:<9} {place}")
+    return EXIT_OK
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from inspector.store import StoreError
+
+    if args.as_class and not args.confirm:
+        raise InspectorError("--as CLASS goes with --confirm: a rejected finding is no fault of any class")
+    status = "confirmed" if args.confirm else "rejected" if args.reject else "open"
+    with _existing_project(args.project) as store:
+        finding = next((f for f in store.findings() if f.id == args.finding), None)
+        if finding is None:
+            raise StoreError(f"project {args.project}: no finding {args.finding}; 'inspector findings --project "
+                             f"{args.project}' lists them")
+        if args.as_class:  # a fault type of the project: one it has found, or one of its library
+            faults = sorted({f.class_name for f in store.findings()} | {t.name for t in store.fault_types()
+                                                                         if not t.normal})
+            if args.as_class not in faults:
+                raise InspectorError(f"{args.as_class} is not a fault type of the project; known: {', '.join(faults)}")
+        store.set_finding_status(finding.id, status, args.as_class if args.as_class != finding.class_name else None)
+    print(f"finding {finding.id} ({finding.class_name}): {status}" + (f" as {args.as_class}" if args.as_class else ""))
     return EXIT_OK
 
 
@@ -583,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(getattr(args, "target", None))
     handlers = {"scan": cmd_scan, "report": cmd_report, "faults": cmd_faults,
                 "evaluate-fewshot": cmd_evaluate_fewshot, "bundle": cmd_bundle_info, "findings": cmd_findings,
-                "positions": cmd_positions, "compare": cmd_compare}
+                "positions": cmd_positions, "compare": cmd_compare, "review": cmd_review}
     try:
         return handlers[args.command](args)
     except InspectorError as exc:

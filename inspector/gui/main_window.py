@@ -84,6 +84,7 @@ class MainWindow(QMainWindow):
         self.live: LiveInference | None = None
         self._dialogs: list[QMessageBox] = []
         self.docks: dict[str, QDockWidget] = {}
+        self.current_image = None  # the decoded frame on screen (BGR)
         self.timer = QTimer(self)
         self.timer.timeout.connect(self._tick)
         self._build()
@@ -385,6 +386,7 @@ class MainWindow(QMainWindow):
             self.error(str(exc))
             return
         self.position = index
+        self.current_image = frame.image
         self.view.show_frame(frame.image, self.session.crops)
         self.view.set_labels({x.target: x.label for x in self.session.labels if x.frame == index})
         self.slider.blockSignals(True)
@@ -573,7 +575,7 @@ class MainWindow(QMainWindow):
                 self.table.scrollTo(self.findings_model.index(row, 0))
         spec = next((c for c in self.session.crops if c.name == finding.crop), None)
         if spec is not None:
-            image = crop_image(self.session.read(finding.best_frame).image, spec)
+            image = crop_image(self.current_image, spec)  # the frame show_frame just decoded
             self.zoom.setPixmap(QPixmap.fromImage(image).scaled(
                 self.zoom.size(), Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
         types = self._label_names()
@@ -681,7 +683,12 @@ class MainWindow(QMainWindow):
         self._refresh_types()
         self._refresh_labels()
         self.refresh_findings()
-        self.show_frame(self.position)
+        self.refresh_overlay()
+
+    def refresh_overlay(self) -> None:
+        """Classify the frame on screen again (a new head), without decoding it again."""
+        if self.session is not None and self.current_image is not None:
+            self.live.submit(self.position, self.current_image, self.session.crops, self.session.head)
 
     # background scans and reports -----------------------------------------------------------
     def scan(self, videos: list[Path] | None = None) -> None:

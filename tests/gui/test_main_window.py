@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from PyQt6.QtCore import QSettings, Qt, QTimer
-from PyQt6.QtWidgets import QDialog
+from PyQt6.QtWidgets import QApplication, QDialog
 
 from inspector.gui.main_window import SHORTCUTS, MainWindow
 from inspector.store import Store
@@ -21,6 +21,7 @@ def window(qtbot, tmp_path):
     win.resize(1400, 860)
     win.show()
     qtbot.waitExposed(win)
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is win)  # keys go to the active window
     yield win
     win.close()
 
@@ -375,6 +376,7 @@ def test_teach_a_fault_type_twice_and_labels_survive_a_restart(qtbot, tmp_path, 
     window = MainWindow(settings)
     qtbot.addWidget(window)
     window.show()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window)  # keys go to the active window
     window.open_path(demo_video)
     window.start_fault_type("bird_nest")
 
@@ -382,8 +384,11 @@ def test_teach_a_fault_type_twice_and_labels_survive_a_restart(qtbot, tmp_path, 
         bird_key = getattr(Qt.Key, f"Key_{window._label_names().index('bird_nest') + 1}")
         for frame, crop in frames:
             window.show_frame(frame)
-            while window.view.selected != crop:
+            for _ in range(len(window.session.crops)):
+                if window.view.selected == crop:
+                    break
                 key(qtbot, window, Qt.Key.Key_Tab)
+            assert window.view.selected == crop
             key(qtbot, window, bird_key)
 
     label([(1, "catenary[3]"), (5, "catenary[2]"), (11, "catenary[1]")])
@@ -391,6 +396,7 @@ def test_teach_a_fault_type_twice_and_labels_survive_a_restart(qtbot, tmp_path, 
     window = MainWindow(settings)
     qtbot.addWidget(window)
     window.show()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window)  # keys go to the active window
     window.open_path(demo_video)
     assert window.labels_list.count() == 3  # back from the project
     window.start_fault_type("bird_nest")

