@@ -6,14 +6,13 @@ Copies the demo run to a scratch folder, scans it, adds the bird-nest fault type
 shipped example frames (as 'faults add' does), then shows the window as a reviewer sees it: the
 review queue on a finding (docs/screenshot-review.png), the project's video list
 (docs/screenshot-videos.png) and the whole window (docs/screenshot-demo.png). Each picture is the
-X server's own screen (ImageMagick ``import -window root``), not a Qt rendering.
+X server's own screen (the root window grabbed through the xcb platform), not a Qt rendering.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,8 +39,10 @@ def until(app, condition, timeout: float = 120.0) -> None:
 
 
 def shoot(app, path: Path) -> None:
+    """The X server's root window as it is on screen (not a Qt re-rendering of the widget)."""
     settle(app, 0.6)
-    subprocess.run(["import", "-window", "root", str(path)], check=True)
+    if not app.primaryScreen().grabWindow(0).save(str(path)):
+        raise SystemExit(f"cannot write {path}")
     print(f"wrote {path}")
 
 

@@ -127,12 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("name")
     restore = faults_sub.add_parser("restore", help="make an earlier head version current again")
     restore.add_argument("version", type=_positive_int)
-    for p_ in (listing, add, remove, restore):
+    rename = faults_sub.add_parser("rename", help="rename a fault type (its examples and findings follow)")
+    rename.add_argument("name")
+    rename.add_argument("new_name")
+    examples = faults_sub.add_parser("examples", help="a fault type's examples with their ids and crop pictures")
+    examples.add_argument("name")
+    drop = faults_sub.add_parser("drop-example", help="take a wrong example out (a new head version)")
+    drop.add_argument("example_id", type=_positive_int, metavar="EXAMPLE_ID", help="an id from 'faults examples'")
+    for p_ in (listing, add, remove, restore, rename, examples, drop):
         p_.add_argument("--project", type=Path, required=True, metavar="DIR")
         p_.add_argument("--bundle", type=Path, metavar="DIR", help="model bundle folder (default: the shipped one)")
     add.add_argument("--profile", metavar="NAME|FILE",
                      help="region profile the regions refer to (default: the one the video was scanned with)")
-    for p_ in (add, remove, restore):
+    for p_ in (add, remove, restore, rename, drop):
         p_.add_argument("--reclassify", action="store_true", help="then classify every scanned run again")
 
     fewshot = sub.add_parser(
@@ -484,6 +491,14 @@ def cmd_faults(args: argparse.Namespace) -> int:
     try:
         if args.faults_command == "list":
             return _list_faults(store, bundle)
+        if args.faults_command == "examples":
+            rows = [e for e in store.examples() if e.fault_type == args.name]
+            if not rows:
+                raise InspectorError(f"no examples of {args.name}; 'inspector faults list' shows the fault types")
+            for e in rows:
+                where = f"frame {e.frame} {e.crop or ''}".strip() if e.frame is not None else "picture"
+                print(f"{e.id:>6}  {e.source:<11} {where:<28} {args.project / e.image}")
+            return EXIT_OK
         backbone = Backbone(bundle) if args.faults_command == "add" else None
         library = FaultLibrary(store, bundle, backbone, tta=getattr(args, "tta", False))
         if args.faults_command == "add":
@@ -496,6 +511,13 @@ def cmd_faults(args: argparse.Namespace) -> int:
         elif args.faults_command == "remove":
             change = library.remove(args.name)
             print(f"removed {args.name}: head version {change.version}")
+        elif args.faults_command == "rename":
+            change = library.rename(args.name, args.new_name)
+            print(f"renamed {args.name} to {args.new_name}: head version {change.version}")
+        elif args.faults_command == "drop-example":
+            change = library.remove_example(args.example_id)
+            print(f"took example {args.example_id} out: head version {change.version}")
+            _print_quality(change)
         else:
             change = library.restore(args.version)
             print(f"restored version {args.version} as head version {change.version}")

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -226,6 +226,38 @@ class FaultLibrary:
         remaining = [t for t in active if t != name]
         head, quality = self._fit([e for e in self.store.examples() if e.fault_type != name], judged_types=set())
         version = self._save(f"removed {name}", head, quality, remaining, remove=[name])
+        return LibraryChange(version, head.with_version(version), quality, {}, time.perf_counter() - started)
+
+    def remove_example(self, example_id: int) -> LibraryChange:
+        """Take a wrong example out of its fault type (it stays in the store, marked) and refit."""
+        started = time.perf_counter()
+        examples = self.store.examples()
+        target = next((e for e in examples if e.id == example_id), None)
+        if target is None:
+            raise FaultLibraryError(f"no example {example_id} in the library; 'inspector faults list' shows the types")
+        rest = [e for e in examples if e.id != example_id]
+        if not any(e.fault_type == target.fault_type for e in rest):
+            raise FaultLibraryError(f"example {example_id} is the last of {target.fault_type}; "
+                                    f"remove the fault type instead ('inspector faults remove {target.fault_type}')")
+        head, quality = self._fit(rest, judged_types={target.fault_type})
+        version = self._save(f"took example {example_id} out of {target.fault_type}", head, quality,
+                             [t.name for t in self.store.fault_types()], remove_examples=[example_id])
+        return LibraryChange(version, head.with_version(version), quality, {}, time.perf_counter() - started)
+
+    def rename(self, old: str, new: str) -> LibraryChange:
+        """Rename a fault type of the project: its examples, its findings and a new head version."""
+        started = time.perf_counter()
+        new = new.strip()
+        active = [t.name for t in self.store.fault_types()]
+        if old not in active or old == NORMAL:
+            raise FaultLibraryError(f"no fault type named {old} to rename; 'inspector faults list' shows them")
+        taken = {t.name for t in self.store.fault_types(include_removed=True)} | set(self._base_classes())
+        if not new or new.lower() == NORMAL or new in taken:
+            raise FaultLibraryError(f"{new!r} cannot be the new name: it is empty, 'normal', or taken")
+        rows = [replace(e, fault_type=new) if e.fault_type == old else e for e in self.store.examples()]
+        head, quality = self._fit(rows, judged_types={new})
+        version = self._save(f"renamed {old} to {new}", head, quality, [new if t == old else t for t in active],
+                             rename=(old, new))
         return LibraryChange(version, head.with_version(version), quality, {}, time.perf_counter() - started)
 
     def restore(self, version: int) -> LibraryChange:

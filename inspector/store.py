@@ -130,6 +130,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     -- A reviewer may confirm a finding as another class than the one the scan called.
     ALTER TABLE findings ADD COLUMN reviewed_class TEXT;
+    -- An operator may take a wrong example out; it stays in the store, marked.
+    ALTER TABLE examples ADD COLUMN removed_at TEXT;
     -- The mast register of the lines the project's runs cover: chainage -> span between masts.
     CREATE TABLE masts(
         line TEXT NOT NULL,
@@ -241,6 +243,7 @@ class ExampleRow:
     image: str
     pixels_hash: str
     embedding: np.ndarray
+    id: int | None = None  # in the store; None until saved
 
 
 @dataclass(frozen=True)
@@ -476,23 +479,26 @@ class Store:
     def fault_types(self, include_removed: bool = False) -> list[FaultTypeRecord]:
         rows = self._conn.execute(
             "SELECT f.id, f.name, f.normal, f.created_at, f.removed_at, COUNT(e.id), "
-            "GROUP_CONCAT(DISTINCT e.region) FROM fault_types f LEFT JOIN examples e ON e.fault_type_id=f.id "
+            "GROUP_CONCAT(DISTINCT e.region) FROM fault_types f "
+            "LEFT JOIN examples e ON e.fault_type_id=f.id AND e.removed_at IS NULL "
             + ("" if include_removed else "WHERE f.removed_at IS NULL ") + "GROUP BY f.id ORDER BY f.id").fetchall()
         return [FaultTypeRecord(i, n, bool(k), c, r, count, tuple(sorted((regions or "").split(",")) if regions else ()))
                 for i, n, k, c, r, count, regions in rows]
 
     def examples(self, fault_types: list[str] | None = None) -> list[ExampleRow]:
-        """Examples of the active fault types (or of the named ones, removed or not)."""
+        """Examples of the active fault types (or of the named ones, removed or not); examples the
+        operator took out are left out."""
         sql = ("SELECT f.name, e.source, e.video_id, e.frame, e.crop, e.region, e.box, e.image, e.pixels_hash, "
-               "e.embedding FROM examples e JOIN fault_types f ON f.id=e.fault_type_id ")
+               "e.embedding, e.id FROM examples e JOIN fault_types f ON f.id=e.fault_type_id "
+               "WHERE e.removed_at IS NULL ")
         if fault_types is None:
-            rows = self._conn.execute(sql + "WHERE f.removed_at IS NULL ORDER BY e.id").fetchall()
+            rows = self._conn.execute(sql + "AND f.removed_at IS NULL ORDER BY e.id").fetchall()
         else:
             marks = ",".join("?" * len(fault_types))
-            rows = self._conn.execute(sql + f"WHERE f.name IN ({marks}) ORDER BY e.id", fault_types).fetchall()
+            rows = self._conn.execute(sql + f"AND f.name IN ({marks}) ORDER BY e.id", fault_types).fetchall()
         return [ExampleRow(n, src, v, fr, c, r, tuple(json.loads(b)) if b else None, img, h,
-                           np.frombuffer(emb, np.float32).copy())
-                for n, src, v, fr, c, r, b, img, h, emb in rows]
+                           np.frombuffer(emb, np.float32).copy(), i)
+                for n, src, v, fr, c, r, b, img, h, emb, i in rows]
 
     def cached_embeddings(self, video_id: int, bundle_digest: str,
                           wanted: Sequence[tuple[int, str]]) -> dict[tuple[int, str], np.ndarray]:
@@ -524,11 +530,19 @@ class Store:
     def save_library_change(self, note: str, bundle_digest: str, head_json: str, head_npz: bytes,
                             fault_types: list[str], quality: dict | None,
                             new_types: list[tuple[str, bool]] = (), new_examples: list[ExampleRow] = (),
-                            remove: list[str] = (), reactivate: list[str] = ()) -> int:
-        """One library change (types added, removed or brought back, examples added) and the head
-        it produced, as a new active head version, all in one transaction."""
+                            remove: list[str] = (), reactivate: list[str] = (),
+                            remove_examples: Sequence[int] = (), rename: tuple[str, str] | None = None) -> int:
+        """One library change (types added, removed, renamed or brought back, examples added or
+        taken out) and the head it produced, as a new active head version, all in one transaction."""
         stamp = now()
         with self.transaction() as conn:
+            if rename is not None:  # the type, and what the scans called by its old name
+                old, new = rename
+                conn.execute("UPDATE fault_types SET name=? WHERE name=?", (new, old))
+                conn.execute("UPDATE findings SET class=? WHERE class=?", (new, old))
+                conn.execute("UPDATE findings SET reviewed_class=? WHERE reviewed_class=?", (new, old))
+                conn.execute("UPDATE detections SET class=? WHERE class=?", (new, old))
+            conn.executemany("UPDATE examples SET removed_at=? WHERE id=?", [(stamp, i) for i in remove_examples])
             for name, normal in new_types:
                 conn.execute("INSERT INTO fault_types(name, normal, created_at) VALUES (?, ?, ?) "
                              "ON CONFLICT(name) DO UPDATE SET removed_at=NULL", (name, int(normal), stamp))
@@ -540,7 +554,8 @@ class Store:
                 conn.execute(
                     "INSERT INTO examples(fault_type_id, source, video_id, frame, crop, region, box, image, "
                     "pixels_hash, bundle_digest, embedding, created_at) "
-                    "VALUES ((SELECT id FROM fault_types WHERE name=?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES ((SELECT id FROM fault_types WHERE name=?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(fault_type_id, pixels_hash) DO UPDATE SET removed_at=NULL",  # taken out, now back
                     (ex.fault_type, ex.source, ex.video_id, ex.frame, ex.crop, ex.region,
                      json.dumps(list(ex.box)) if ex.box else None, ex.image, ex.pixels_hash, bundle_digest,
                      ex.embedding.astype(np.float32).tobytes(), stamp))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PyQt6.QtCore import QSettings, Qt, QTimer
-from PyQt6.QtGui import QAction, QColor, QDragEnterEvent, QDropEvent, QKeySequence, QPixmap
+from PyQt6.QtCore import QSettings, QSize, Qt, QTimer
+from PyQt6.QtGui import QAction, QColor, QDragEnterEvent, QDropEvent, QIcon, QKeySequence, QPixmap
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -28,6 +28,7 @@ from PyQt6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSlider,
     QTableView,
     QTableWidget,
@@ -40,7 +41,7 @@ from inspector.errors import InspectorError
 from inspector.faults import NORMAL
 from inspector.gui.session import ReviewQueue, Session, default_project_for
 from inspector.gui.widgets import FindingsModel, FrameView, Timeline, crop_image
-from inspector.gui.workers import AdaptWorker, LiveInference, ReportWorker, ScanWorker
+from inspector.gui.workers import LibraryWorker, LiveInference, ReportWorker, ScanWorker
 from inspector.report import clock
 from inspector.video import VIDEO_SUFFIXES, VideoReader
 
@@ -55,7 +56,8 @@ SHORTCUTS = (
     ("1 ... 9", "label the drawn box or the selected region with fault type 1 ... 9"),
     ("0 or N", "label it normal (N: when not reviewing)"),
     ("Ctrl+Z", "undo the last label"), ("Ctrl+S", "save the labels (labels.csv in the project)"),
-    ("Ctrl+N", "new fault type"), ("Ctrl+Return", "adapt: learn the new fault type from its labels"),
+    ("Ctrl+N", "new fault type"), ("Ctrl+Return", "adapt: learn the fault type from its labels"),
+    ("F2", "rename the selected fault type"), ("Del", "take the selected example out of its type"),
     ("R", "review the open findings one by one (order: time or score)"),
     ("C / X", "confirm / reject the finding under review (or the selected rows)"),
     ("1 ... 9 while reviewing", "confirm the finding as fault type 1 ... 9 instead"),
@@ -66,6 +68,15 @@ SHORTCUTS = (
     ("Ctrl+E", "export the report"), ("Ctrl+O", "open a video"), ("Ctrl+Shift+O", "open a project"),
     ("F1", "this list"), ("Ctrl+Q", "quit"),
 )
+
+
+def scrolling(panel: QWidget) -> QScrollArea:
+    """A dock's content that scrolls on a small screen instead of forcing the window taller."""
+    area = QScrollArea()
+    area.setWidget(panel)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QScrollArea.Shape.NoFrame)
+    return area
 
 
 class MainWindow(QMainWindow):
@@ -79,7 +90,7 @@ class MainWindow(QMainWindow):
         self.new_types: list[str] = []
         self.last_error = ""
         self.scan_worker: ScanWorker | None = None
-        self.adapt_worker: AdaptWorker | None = None
+        self.adapt_worker: LibraryWorker | None = None
         self.report_worker: ReportWorker | None = None
         self.live: LiveInference | None = None
         self._dialogs: list[QMessageBox] = []
@@ -166,14 +177,22 @@ class MainWindow(QMainWindow):
         self.quality_label.setWordWrap(True)
         label_panel = QWidget()
         column = QVBoxLayout(label_panel)
-        column.addWidget(QLabel("Fault types (digit keys; 0 = normal)"))
+        column.addWidget(QLabel("Fault types (digit keys; 0 = normal; F2 renames)"))
         column.addWidget(self.types_list)
+        self.types_list.currentRowChanged.connect(lambda _: self._refresh_examples())
+        self.examples_list = QListWidget()
+        self.examples_list.setViewMode(QListWidget.ViewMode.IconMode)
+        self.examples_list.setIconSize(QSize(64, 64))
+        self.examples_list.setMaximumHeight(110)
+        self.examples_list.setToolTip("the selected type's examples: Delete takes a wrong one out")
+        column.addWidget(QLabel("Its examples (Delete takes one out)"))
+        column.addWidget(self.examples_list)
         column.addWidget(new)
         column.addWidget(QLabel("Labels on this video"))
         column.addWidget(self.labels_list)
         column.addWidget(adapt)
         column.addWidget(self.quality_label)
-        self._dock("Labelling", label_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Labelling", scrolling(label_panel), Qt.DockWidgetArea.RightDockWidgetArea)
 
         self.videos_list = QListWidget()
         self.videos_list.setToolTip("the project's videos: Enter or double-click opens one")
@@ -200,7 +219,7 @@ class MainWindow(QMainWindow):
         column.addLayout(row)
         column.addWidget(self.zoom, 1)
         column.addWidget(self.review_info)
-        self._dock("Review", review_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Review", scrolling(review_panel), Qt.DockWidgetArea.RightDockWidgetArea)
         self.queue: ReviewQueue | None = None
         # Two tabbed groups on the right (findings | videos above, review | labelling below): the frame
         # keeps most of the width from 800 x 600 up.
@@ -208,6 +227,7 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["Review"], self.docks["Labelling"])
         self.docks["Findings"].raise_()
         self.docks["Review"].raise_()
+        self.resizeDocks([self.docks["Findings"]], [440], Qt.Orientation.Horizontal)  # room for class names
 
         self.status_text = QLabel("")
         self.progress = QProgressBar()
@@ -268,6 +288,8 @@ class MainWindow(QMainWindow):
         self._action(label, "Save labels", self.save_labels, "Ctrl+S")
         self._action(label, "New fault type…", self.ask_fault_type, "Ctrl+N")
         self._action(label, "Adapt", self.adapt, "Ctrl+Return")
+        self._action(label, "Rename the selected fault type…", self.ask_rename, "F2")
+        self._action(label, "Take the selected example out", self.drop_example, "Delete")
         review = bar.addMenu("&Review")
         self._action(review, "Review open findings", self.start_review, "R")
         self._action(review, "Confirm finding", lambda: self.review("confirmed"), "C")
@@ -592,10 +614,71 @@ class MainWindow(QMainWindow):
         return known + [n for n in self.new_types if n not in known]
 
     def _refresh_types(self) -> None:
+        self.types_list.blockSignals(True)
         self.types_list.clear()
         for i, name in enumerate(self._label_names()[:9], start=1):
             self.types_list.addItem(f"{i}  {name}" + ("  (new)" if name in self.new_types else ""))
         self.types_list.addItem(f"0  {NORMAL}")
+        self.types_list.blockSignals(False)
+        self._refresh_examples()
+
+    def _selected_type(self) -> str | None:
+        item = self.types_list.currentItem()
+        if item is None:
+            return None
+        name = item.text().split()[1]
+        return name if name != NORMAL else NORMAL
+
+    def _refresh_examples(self) -> None:
+        self.examples_list.clear()
+        name = self._selected_type()
+        if self.session is None or name is None:
+            return
+        for example in self.session.store.examples():
+            if example.fault_type != name:
+                continue
+            item = QListWidgetItem(QIcon(str(self.session.project / example.image)), f"#{example.id}")
+            item.setData(Qt.ItemDataRole.UserRole, example.id)
+            item.setToolTip(f"example {example.id}: {example.source}, frame {example.frame} {example.crop or ''}")
+            self.examples_list.addItem(item)
+
+    def _library_change(self, change, describe: str) -> None:
+        """Run a fault-library change in the background; the head and the findings follow."""
+        if self.adapt_worker is not None and self.adapt_worker.isRunning():
+            self.status_text.setText("the fault library is being changed; wait a moment")
+            return
+        self.quality_label.setText(f"{describe}…")
+        self.adapt_worker = LibraryWorker(self.session.project, self.session.bundle, self.session.backbone, change)
+        self.adapt_worker.done.connect(lambda made, summary: self._library_changed(made, f"{describe}: {summary}"))
+        self.adapt_worker.failed.connect(lambda message: (self.quality_label.setText(""), self.error(message)))
+        self.adapt_worker.start()
+
+    def _library_changed(self, change, text: str) -> None:
+        self.session.reload_head()
+        self.quality_label.setText(f"{text} (head version {change.version})")
+        self._refresh_types()
+        self.refresh_findings()
+        self.refresh_overlay()
+
+    def drop_example(self) -> None:
+        item = self.examples_list.currentItem()
+        if self.session is None or item is None:
+            self.status_text.setText("select an example of a fault type first (Labelling panel)")
+            return
+        example_id = int(item.data(Qt.ItemDataRole.UserRole))
+        self._library_change(lambda library: library.remove_example(example_id), f"example {example_id} taken out")
+
+    def ask_rename(self) -> None:
+        old = self._selected_type()
+        if self.session is None or old is None or old == NORMAL:
+            self.status_text.setText("select one of the project's fault types first (Labelling panel)")
+            return
+        new, ok = QInputDialog.getText(self, "Rename fault type", f"New name for {old}:", text=old)
+        if ok and new.strip() and new.strip() != old:
+            self.rename_type(old, new.strip())
+
+    def rename_type(self, old: str, new: str) -> None:
+        self._library_change(lambda library: library.rename(old, new), f"{old} renamed to {new}")
 
     def _refresh_labels(self) -> None:
         self.labels_list.clear()
@@ -662,8 +745,9 @@ class MainWindow(QMainWindow):
             return
         name = pending[0]
         self.quality_label.setText(f"learning {name}…")
-        self.adapt_worker = AdaptWorker(self.session.project, self.session.bundle, self.session.backbone, name,
-                                        self.session.examples_for(name), self.session.profile)
+        examples, profile = self.session.examples_for(name), self.session.profile
+        self.adapt_worker = LibraryWorker(self.session.project, self.session.bundle, self.session.backbone,
+                                          lambda library: library.add(name, examples, profile))
         self.adapt_worker.done.connect(lambda change, summary: self._adapted(name, change, summary))
         self.adapt_worker.failed.connect(lambda message: (self.quality_label.setText(""), self.error(message)))
         self.adapt_worker.start()
@@ -786,8 +870,9 @@ class MainWindow(QMainWindow):
         layout.addWidget(table)
         # As large as the list needs, never larger than the window: it scrolls inside instead of being cut off.
         wanted = table.horizontalHeader().length() + 60, table.verticalHeader().length() + 80
-        dialog.resize(min(max(wanted[0], 560), max(self.width() - 40, 320)),
-                      min(wanted[1], max(self.height() - 40, 240)))
+        cap = max(self.width() - 40, 320), max(self.height() - 40, 240)
+        dialog.setMaximumSize(*cap)
+        dialog.resize(min(max(wanted[0], 560), cap[0]), min(wanted[1], cap[1]))
         dialog.open()
         return dialog
 

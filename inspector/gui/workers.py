@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from inspector.backbone import Backbone
 from inspector.bundle import Bundle
 from inspector.decide import decide
 from inspector.errors import InspectorError
-from inspector.faults import LabelledExample
+from inspector.faults import FaultLibrary, LibraryChange, active_head
 from inspector.heads import Head
 from inspector.regions import CropSpec, RegionProfile, crop_frame
 from inspector.report import build_report
@@ -113,30 +114,29 @@ class ScanWorker(QThread):
         self.done.emit("; ".join(lines) if lines else "cancelled")
 
 
-class AdaptWorker(QThread):
-    """Adds a fault type from the operator's labels, then classifies the scanned runs again."""
+class LibraryWorker(QThread):
+    """One change of the fault library (add a type or examples, take an example out, rename), then
+    the scanned runs classified again with the new head: the refit never runs in the window's thread."""
 
     done = pyqtSignal(object, str)  # LibraryChange, reclassification summary
     failed = pyqtSignal(str)
 
-    def __init__(self, project: Path, bundle: Bundle, backbone: Backbone, name: str,
-                 examples: list[LabelledExample], profile: RegionProfile) -> None:
+    def __init__(self, project: Path, bundle: Bundle, backbone: Backbone,
+                 change: Callable[[FaultLibrary], LibraryChange]) -> None:
         super().__init__()
-        self._args = (project, bundle, backbone, name, examples, profile)
+        self._args = (project, bundle, backbone, change)
 
     def run(self) -> None:
-        from inspector.faults import FaultLibrary, active_head
-
-        project, bundle, backbone, name, examples, profile = self._args
+        project, bundle, backbone, change = self._args
         try:
             with Store(project) as store:
-                change = FaultLibrary(store, bundle, backbone).add(name, examples, profile)
+                made = change(FaultLibrary(store, bundle, backbone))
                 result = reclassify(store, active_head(store, bundle))
         except BaseException as exc:
             self.failed.emit(_message(exc))
             return
-        self.done.emit(change, f"{result.crops} scanned crops classified again in {result.seconds:.1f} s, "
-                               f"{result.findings} findings")
+        self.done.emit(made, f"{result.crops} scanned crops classified again in {result.seconds:.1f} s, "
+                             f"{result.findings} findings")
 
 
 class ReportWorker(QThread):

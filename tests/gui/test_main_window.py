@@ -168,6 +168,7 @@ def test_every_shortcut_of_the_menus_is_in_the_f1_sheet_and_the_sheet_fits(qtbot
                 missing.append(f"{token} ({action.text()})")
     assert not missing, f"shortcuts missing from the F1 sheet: {missing}"
     window.resize(800, 600)
+    qtbot.waitUntil(lambda: window.height() == 600)
     key(qtbot, window, Qt.Key.Key_F1)
     dialog = next(d for d in window.findChildren(QDialog) if d.windowTitle() == "Keyboard shortcuts")
     assert dialog.isVisible() and dialog.width() <= 800 and dialog.height() <= 600
@@ -410,6 +411,19 @@ def test_teach_a_fault_type_twice_and_labels_survive_a_restart(qtbot, tmp_path, 
     qtbot.waitUntil(lambda: window.session.head.version > first_version, timeout=30000)
     with Store(tmp_project(demo_video)) as store:
         assert next(t for t in store.fault_types() if t.name == "bird_nest").examples == 7
+    # A wrong example is taken out from the type's thumbnails with Delete; F2 renames the type.
+    window.types_list.setCurrentRow(window._label_names().index("bird_nest"))
+    assert window.examples_list.count() == 7 and not window.examples_list.item(0).icon().isNull()
+    window.examples_list.setCurrentRow(6)
+    version = window.session.head.version
+    key(qtbot, window, Qt.Key.Key_Delete)
+    qtbot.waitUntil(lambda: window.session.head.version > version, timeout=30000)
+    with Store(tmp_project(demo_video)) as store:
+        assert next(t for t in store.fault_types() if t.name == "bird_nest").examples == 6
+    version = window.session.head.version
+    window.rename_type("bird_nest", "nest")
+    qtbot.waitUntil(lambda: window.session.head.version > version, timeout=30000)
+    assert "nest" in window.session.head.classes and "bird_nest" not in window.session.head.classes
     window.close()
 
 

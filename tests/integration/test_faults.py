@@ -265,3 +265,35 @@ def test_head_of_another_bundle_is_refused(tmp_path, project, blue_video):
     (other / "bundle.json").write_text(json.dumps({**meta, "name": "other"}))
     with pytest.raises(FaultLibraryError, match="made with another model bundle"):
         active_head(store, load_bundle(other))
+
+
+def test_take_a_wrong_example_out_and_rename_a_type(tmp_path, project, blue_video, capsys):
+    from inspector.cli import main
+
+    store, bundle, backbone = project
+    library = FaultLibrary(store, bundle, backbone)
+    library.add("blue_thing", read_examples(write_examples(tmp_path / "ex.csv", blue_rows(blue_video))))
+    wrong = [e for e in store.examples() if e.fault_type == "blue_thing"][-1]
+    change = library.remove_example(wrong.id)
+    assert wrong.id not in {e.id for e in store.examples()}
+    assert next(t for t in store.fault_types() if t.name == "blue_thing").examples == 4
+    assert change.version == 2 and "took example" in store.head_versions()[-1].note
+    with pytest.raises(FaultLibraryError, match="no example 9999"):
+        library.remove_example(9999)
+    scans_before = len(store.findings())
+    library.rename("blue_thing", "bird_nest")
+    assert "bird_nest" in library.active_head().classes and "blue_thing" not in library.active_head().classes
+    assert {t.name for t in store.fault_types()} >= {"bird_nest"}
+    assert len(store.findings()) == scans_before
+    with pytest.raises(FaultLibraryError, match="cannot be the new name"):
+        library.rename("bird_nest", "red_fault")  # a bundle class
+    with pytest.raises(FaultLibraryError, match="no fault type named blue_thing"):
+        library.rename("blue_thing", "x")
+    # The same example labelled again comes back instead of clashing with the one taken out.
+    again = library.add("bird_nest", read_examples(write_examples(
+        tmp_path / "again.csv", [(str(blue_video), wrong.frame, "catenary[1]", "bird_nest")])))
+    assert again.examples == {"bird_nest": 1}
+    assert next(t for t in store.fault_types() if t.name == "bird_nest").examples == 5
+    project_dir = store.path.parent
+    assert main(["faults", "examples", "bird_nest", "--project", str(project_dir), "--bundle", str(bundle.path)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 5
