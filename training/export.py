@@ -75,10 +75,14 @@ def _head_accuracy(backbone: Backbone, train_crops, train_labels, test_crops, te
 
 def _distillation(state: dict) -> str | None:
     """The teacher and view sources of the distillation behind a checkpoint (its own, or that of
-    the checkpoint it was initialised from), as one phrase; None when there was none."""
+    the checkpoint it was initialised from), as one phrase; None when there was none. A stage that
+    started from a bundle folder names that bundle."""
     source = state
-    if "teacher" not in state and state.get("init_from") and Path(state["init_from"]).exists():
-        source = torch.load(state["init_from"], map_location="cpu", weights_only=True)
+    init = Path(state["init_from"]) if state.get("init_from") else None
+    if "teacher" not in state and init is not None and init.is_dir():
+        return f"the weights of bundle {init} (read back from its ONNX)"
+    if "teacher" not in state and init is not None and init.exists():
+        source = torch.load(init, map_location="cpu", weights_only=True)
     if "teacher" not in source:
         return None
     views = source.get("views")

@@ -325,6 +325,7 @@ def test_bundle_provenance_names_the_distillation_behind_a_checkpoint(tmp_path):
     assert _distillation({"init_from": str(init)}) == "teacher T on views of track_fault, overhead_line"
     assert _distillation({"teacher": "teacher T"}) == "teacher T"  # a distillation checkpoint exported itself
     assert _distillation({"init_from": None}) is None and _distillation({}) is None
+    assert "bundle" in _distillation({"init_from": str(tmp_path)})  # a stage started from a bundle folder
 
 
 @pytest.mark.parametrize("algorithm", list(Algorithm))
