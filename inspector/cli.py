@@ -379,7 +379,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         raise InspectorError("--as CLASS goes with --confirm: a rejected finding is no fault of any class")
     status = "confirmed" if args.confirm else "rejected" if args.reject else "open"
     with _existing_project(args.project) as store:
-        finding = next((f for f in store.findings() if f.id == args.finding), None)
+        finding = store.finding(args.finding)
         if finding is None:
             raise StoreError(f"project {args.project}: no finding {args.finding}; 'inspector findings --project "
                              f"{args.project}' lists them")

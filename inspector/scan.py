@@ -197,10 +197,10 @@ class Scanner:
         embeddings = self.backbone.embed(crops, batch_size=max(self.batch_size, len(crops)))
         per_frame = len(self.specs)
         pred = decide(self.head, embeddings, [spec.region for _ in batch for spec in self.specs])
-        rows = [DetectionRow(frame, spec.name, spec.region, self.head.classes[k], float(score), bool(fault))
-                for (frame, _), chunk in zip(batch, np.split(np.arange(len(crops)), len(batch)))
-                for spec, k, score, fault in zip(self.specs, pred.class_index[chunk], pred.score[chunk],
-                                                 pred.is_fault[chunk]) if k >= 0]
+        rows = [DetectionRow(frame, spec.name, spec.region, self.head.classes[k], float(pred.score[i]),
+                             bool(pred.is_fault[i]))
+                for f, (frame, _) in enumerate(batch) for j, spec in enumerate(self.specs)
+                if (k := int(pred.class_index[i := f * per_frame + j])) >= 0]
         vectors = embeddings.astype(np.float16)
         stored = ([(frame, spec.name, vectors[i * per_frame + j].tobytes())
                    for i, (frame, _) in enumerate(batch) for j, spec in enumerate(self.specs)]

@@ -463,6 +463,10 @@ class Store:
             args = (scan_id,)
         return [FindingRecord(*r) for r in self._conn.execute(sql + " ORDER BY scan_id, start_frame, crop", args)]
 
+    def finding(self, finding_id: int) -> FindingRecord | None:
+        row = self._conn.execute(f"SELECT {self._FINDING_COLUMNS} FROM findings WHERE id=?", (finding_id,)).fetchone()
+        return FindingRecord(*row) if row else None
+
     def set_finding_status(self, finding_id: int, status: str, reviewed_class: str | None = None) -> None:
         """A review decision; ``reviewed_class`` corrects the class of a confirmed finding."""
         if status not in REVIEW_STATUSES:

@@ -174,9 +174,9 @@ class Session:
         return rows
 
     def finding(self, finding_id: int) -> FindingRecord:
-        for f in self.store.findings():
-            if f.id == finding_id:
-                return f
+        finding = self.store.finding(finding_id)
+        if finding is not None:
+            return finding
         raise InspectorError(f"finding {finding_id} is no longer in the project (scanned again?)")
 
     def video_of(self, finding: FindingRecord) -> Path:
