@@ -103,8 +103,9 @@ class MainWindow(QMainWindow):
         if geometry is not None:
             self.restoreGeometry(geometry)
             self.restoreState(self.settings.value("state"))
-        else:
-            self.resize(1400, 860)
+        else:  # first start: 1400 x 860, or the screen's free area if that is smaller
+            free = self.screen().availableGeometry()
+            self.resize(min(1400, free.width()), min(860, free.height()))
 
     # construction ---------------------------------------------------------------------------
     def _build(self) -> None:
