@@ -7,8 +7,11 @@ meta-learned steps, per-step step sizes and the initialisation; this module repl
 every class the project knows (the bundle's base classes from their stored embeddings, the
 operator's fault types from theirs), so adding a fault type never drops an old one.
 
-Besides the head it calibrates "none of these" (per-class prototype similarity floors, from the
-support set itself) and estimates quality by leave-one-out over the operator's examples.
+Besides the head it calibrates its scores (Platt scaling of each class's log-odds, fitted on
+cross-fitted logits of the support set: every example scored by a head that never saw it), sets
+each fault class's alarm threshold for a target false-alarm rate on the normal examples, calibrates
+"none of these" (per-class prototype similarity floors) and estimates quality by leave-one-out
+over the operator's examples.
 """
 from __future__ import annotations
 
@@ -21,11 +24,14 @@ import numpy as np
 from inspector.backbone import Backbone
 from inspector.bundle import AdaptationParams
 from inspector.errors import InspectorError
-from inspector.heads import Head, l2_normalise, softmax
+from inspector.heads import LOG_ODDS_LIMIT, Head, class_log_odds, l2_normalise, platt, softmax
 
 MIN_EXAMPLES = 3  # fewer examples of a class than this: warn the operator
 MIN_LOO_ACCURACY = 0.8  # leave-one-out accuracy below this: warn the operator
 FLOOR_MARGIN = 0.05  # how far below its least typical example a crop may sit and still match a class
+CALIBRATION_FOLDS = 5  # cross-fitting folds for the calibration logits
+TARGET_FALSE_ALARMS = 0.01  # default alarm threshold: this share of the support's non-members above it
+MIN_THRESHOLD = 0.5  # a fault is never called on a calibrated probability below this by default
 
 
 class AdaptationError(InspectorError):
@@ -87,14 +93,19 @@ def inner_loop(features: np.ndarray, targets: np.ndarray, num_classes: int, para
     return weight.astype(np.float32), bias.astype(np.float32)
 
 
-def region_centers(embeddings: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec]) -> dict[str, np.ndarray]:
-    """Per region, the mean embedding of every example whose class can occur there (its scope
-    names the region or is every region); ``*``, the mean of all, serves any other region."""
+def region_centers(embeddings: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec],
+                   example_regions: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per region, the mean embedding of the examples that can occur there: cut in that region, or
+    cut anywhere (``*``: boxes, pictures) with a class in scope there. Crops cut in another region
+    never count: a normal class that spans the catenary and the track must not pull the track's
+    centre towards the sky. ``*``, the mean of all, serves any other region."""
     x = embeddings.astype(np.float64)
+    where = np.asarray(example_regions, dtype=object)
     centers = {"*": x.mean(axis=0)}
     for region in sorted({r for c in classes for r in c.regions}):
         members = [k for k, c in enumerate(classes) if not c.regions or region in c.regions]
-        centers[region] = x[np.isin(targets, members)].mean(axis=0)
+        chosen = (where == region) | ((where == "*") & np.isin(targets, members))
+        centers[region] = x[chosen].mean(axis=0) if chosen.any() else x[np.isin(targets, members)].mean(axis=0)
     return centers
 
 
@@ -149,6 +160,80 @@ def _prototypes(x: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec]
     return prototypes, floors
 
 
+def _cross_fitted_logits(x: np.ndarray, targets: np.ndarray, scope: np.ndarray, num_classes: int,
+                         params: AdaptationParams, steps: int | None, step_size: float | None) -> np.ndarray:
+    """N x C logits, each example's from a head fitted without its fold (classes stratified over
+    the folds, a fixed shuffle): what a crop the head never saw looks like to it."""
+    rng = np.random.default_rng(0)
+    fold = np.empty(len(x), np.int64)
+    for k in range(num_classes):
+        members = np.flatnonzero(targets == k)
+        fold[members] = rng.permutation(len(members)) % CALIBRATION_FOLDS
+    logits = np.full((len(x), num_classes), -np.inf)
+    for f in range(CALIBRATION_FOLDS):
+        held = fold == f
+        if not held.any():
+            continue
+        weight, bias = inner_loop(x[~held], targets[~held], num_classes, params, steps, step_size, scope[~held])
+        logits[held] = np.where(scope[held], params.logit_scale * (x[held] @ weight.T + bias), -np.inf)
+    return logits
+
+
+def fit_platt(log_odds: np.ndarray, positive: np.ndarray, iterations: int = 100) -> tuple[float, float]:
+    """Platt scaling sigma(a s + b), with Platt's smoothed targets ((n+ + 1) / (n+ + 2), 1 / (n- + 2))
+    so that a handful of examples does not give 0 or 1. Damped Newton steps (Levenberg-Marquardt):
+    a separable support set saturates the sigmoid, where plain Newton steps explode."""
+    finite = np.isfinite(log_odds)
+    s, y = np.clip(log_odds[finite], -LOG_ODDS_LIMIT, LOG_ODDS_LIMIT), positive[finite]
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if not n_pos or not n_neg:
+        return 1.0, 0.0
+    t = np.where(y, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
+    def loss(a: float, b: float) -> float:
+        z = a * s + b
+        return float((np.logaddexp(0, z) - t * z).sum())
+
+    a, b = 1.0 / max(float(s.std()), 1e-3), float(np.log((n_pos + 1) / (n_neg + 1)))
+    current, damping = loss(a, b), 1e-3
+    for _ in range(iterations):
+        p = 0.5 * (1 + np.tanh(0.5 * (a * s + b)))
+        w = p * (1 - p)
+        gradient = np.array([((p - t) * s).sum(), (p - t).sum()])
+        if np.abs(gradient).max() < 1e-7 * len(s):
+            break
+        hessian = np.array([[(w * s * s).sum(), (w * s).sum()], [(w * s).sum(), w.sum()]])
+        while damping < 1e12:
+            delta = np.linalg.solve(hessian + damping * np.eye(2), gradient)
+            trial = loss(a - delta[0], b - delta[1])
+            if trial < current:
+                a, b, current, damping = a - delta[0], b - delta[1], trial, damping / 10
+                break
+            damping *= 10
+        else:
+            break
+    return float(a), float(b)
+
+
+def calibrate(logits: np.ndarray, targets: np.ndarray,
+              classes: Sequence[ClassSpec]) -> tuple[np.ndarray, np.ndarray]:
+    """Platt parameters (C x 2) per class from cross-fitted logits, and each class's default alarm
+    threshold: the calibrated score that at most ``TARGET_FALSE_ALARMS`` of the other in-scope
+    examples reach (never below ``MIN_THRESHOLD``)."""
+    odds = class_log_odds(logits)
+    calibration = np.tile([1.0, 0.0], (len(classes), 1))
+    thresholds = np.full(len(classes), MIN_THRESHOLD)
+    for k in range(len(classes)):
+        in_scope = np.isfinite(odds[:, k])
+        calibration[k] = fit_platt(odds[in_scope, k], targets[in_scope] == k)
+        negatives = in_scope & (targets != k)
+        if classes[k].normal or not negatives.any():
+            continue
+        scores = platt(odds[negatives, k][:, None], calibration[k:k + 1])[:, 0]
+        thresholds[k] = max(MIN_THRESHOLD, float(np.quantile(scores, 1 - TARGET_FALSE_ALARMS)))
+    return calibration.astype(np.float32), np.minimum(thresholds, 0.999).astype(np.float32)
+
+
 def _loo_accuracy(x: np.ndarray, targets: np.ndarray, scope: np.ndarray, judged: np.ndarray, num_classes: int,
                   params: AdaptationParams, steps: int | None, step_size: float | None) -> float | None:
     counts = np.bincount(targets, minlength=num_classes)
@@ -167,16 +252,17 @@ def _loo_accuracy(x: np.ndarray, targets: np.ndarray, scope: np.ndarray, judged:
 def adapt(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[ClassSpec], params: AdaptationParams,
           example_regions: Sequence[str] | None = None, judged: np.ndarray | None = None, threshold: float = 0.5,
           version: int = 1, info: dict | None = None, steps: int | None = None,
-          step_size: float | None = None) -> tuple[Head, Quality]:
+          step_size: float | None = None, thresholds: dict[str, float] | None = None) -> tuple[Head, Quality]:
     """A head over ``classes`` from labelled embeddings, and its quality estimate.
 
     ``example_regions`` says where each example was cut (default: anywhere); ``judged`` marks the
     examples the leave-one-out estimate is computed on (the operator's, typically; the bundle's
-    base examples were evaluated when it was made).
+    base examples were evaluated when it was made). ``thresholds`` are alarm thresholds the
+    operator set by hand (class name -> calibrated score); other classes get the default.
     """
     targets = _check_support(embeddings, labels, classes)
     where = list(example_regions) if example_regions is not None else ["*"] * len(embeddings)
-    centers = region_centers(embeddings, targets, classes)
+    centers = region_centers(embeddings, targets, classes, where)
     x = l2_normalise(embeddings.astype(np.float64) - np.stack([centers.get(r, centers["*"]) for r in where]))
     scope = scope_mask(classes, where)
     if not scope[np.arange(len(x)), targets].all():
@@ -189,10 +275,15 @@ def adapt(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[Class
                                   f"{rivals[0]}; add normal examples of that region")
     weight, bias = inner_loop(x, targets, len(classes), params, steps, step_size, scope)
     prototypes, floors = _prototypes(x.astype(np.float32), targets, classes)
+    judged = np.ones(len(x), bool) if judged is None else np.asarray(judged, bool)
+    calibration, alarm = calibrate(_cross_fitted_logits(x, targets, scope, len(classes), params, steps, step_size),
+                                   targets, classes)
+    for k, spec in enumerate(classes):
+        if thresholds and spec.name in thresholds:
+            alarm[k] = thresholds[spec.name]
     head = Head(tuple(c.name for c in classes), weight, bias, tuple(c.normal for c in classes),
                 tuple(tuple(c.regions) for c in classes), threshold, params.logit_scale, version, dict(info or {}),
-                prototypes, floors, {r: c.astype(np.float32) for r, c in centers.items()})
-    judged = np.ones(len(x), bool) if judged is None else np.asarray(judged, bool)
+                prototypes, floors, {r: c.astype(np.float32) for r, c in centers.items()}, calibration, alarm)
     loo = _loo_accuracy(x, targets, scope, judged, len(classes), params, steps, step_size)
     counts = Counter(labels)
     judged_classes = {labels[i] for i in np.flatnonzero(judged)}

@@ -134,12 +134,26 @@ def build_parser() -> argparse.ArgumentParser:
     examples.add_argument("name")
     drop = faults_sub.add_parser("drop-example", help="take a wrong example out (a new head version)")
     drop.add_argument("example_id", type=_positive_int, metavar="EXAMPLE_ID", help="an id from 'faults examples'")
-    for p_ in (listing, add, remove, restore, rename, examples, drop):
+    refit = faults_sub.add_parser("refit", help="adapt the head again from every example, the reviews' included",
+                                  description="Each review teaches the library an example (confirmed: of its class; "
+                                              "rejected: a normal crop of its region); refit makes a new head "
+                                              "version from all of them.")
+    threshold = faults_sub.add_parser(
+        "threshold", help="the alarm threshold of a fault type (a calibrated score; default: the one fitted)",
+        description="A finding is raised when a crop's calibrated score for a fault type reaches its alarm "
+                    "threshold. By default each type's threshold lets at most 1%% of the labelled crops of other "
+                    "classes in its regions through (never below 0.5); raise it for fewer false alarms, lower it "
+                    "for fewer misses.")
+    threshold.add_argument("name")
+    level = threshold.add_mutually_exclusive_group(required=True)
+    level.add_argument("value", nargs="?", type=float, help="a score between 0 and 1")
+    level.add_argument("--default", action="store_true", help="back to the fitted default")
+    for p_ in (listing, add, remove, restore, rename, examples, drop, refit, threshold):
         p_.add_argument("--project", type=Path, required=True, metavar="DIR")
         p_.add_argument("--bundle", type=Path, metavar="DIR", help="model bundle folder (default: the shipped one)")
     add.add_argument("--profile", metavar="NAME|FILE",
                      help="region profile the regions refer to (default: the one the video was scanned with)")
-    for p_ in (add, remove, restore, rename, drop):
+    for p_ in (add, remove, restore, rename, drop, refit, threshold):
         p_.add_argument("--reclassify", action="store_true", help="then classify every scanned run again")
 
     fewshot = sub.add_parser(
@@ -177,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     decision.add_argument("--reopen", action="store_true", help="undo a review: the finding is open again")
     review.add_argument("--as", dest="as_class", metavar="CLASS", help="with --confirm: it is a fault of this class")
     review.add_argument("--project", type=Path, required=True, metavar="DIR")
+    review.add_argument("--bundle", type=Path, metavar="DIR", help="model bundle folder (default: the shipped one)")
 
     positions = sub.add_parser("positions", help="where the train was: position tracks and mast registers")
     positions_sub = positions.add_subparsers(dest="positions_command", metavar="ACTION", required=True)
@@ -373,23 +388,27 @@ def cmd_findings(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
+    """A review decision; the library keeps the crop as an example ('faults refit' applies it)."""
+    from inspector.backbone import Backbone
+    from inspector.bundle import load_bundle
+    from inspector.faults import FaultLibrary
     from inspector.store import StoreError
 
     if args.as_class and not args.confirm:
         raise InspectorError("--as CLASS goes with --confirm: a rejected finding is no fault of any class")
     status = "confirmed" if args.confirm else "rejected" if args.reject else "open"
+    bundle = load_bundle(args.bundle)
     with _existing_project(args.project) as store:
         finding = store.finding(args.finding)
         if finding is None:
             raise StoreError(f"project {args.project}: no finding {args.finding}; 'inspector findings --project "
                              f"{args.project}' lists them")
-        if args.as_class:  # a fault type of the project: one it has found, or one of its library
-            faults = sorted({f.class_name for f in store.findings()} | {t.name for t in store.fault_types()
-                                                                         if not t.normal})
-            if args.as_class not in faults:
-                raise InspectorError(f"{args.as_class} is not a fault type of the project; known: {', '.join(faults)}")
-        store.set_finding_status(finding.id, status, args.as_class if args.as_class != finding.class_name else None)
-    print(f"finding {finding.id} ({finding.class_name}): {status}" + (f" as {args.as_class}" if args.as_class else ""))
+        library = FaultLibrary(store, bundle, Backbone(bundle))
+        learned = library.record_review(finding.id, status,
+                                        args.as_class if args.as_class != finding.class_name else None)
+    taught = f"; learned a {learned.fault_type} example of {learned.region}" if learned else ""
+    print(f"finding {finding.id} ({finding.class_name}): {status}" + (f" as {args.as_class}" if args.as_class else "")
+          + taught)
     return EXIT_OK
 
 
@@ -514,6 +533,15 @@ def cmd_faults(args: argparse.Namespace) -> int:
         elif args.faults_command == "rename":
             change = library.rename(args.name, args.new_name)
             print(f"renamed {args.name} to {args.new_name}: head version {change.version}")
+        elif args.faults_command == "refit":
+            change = library.refit()
+            print(f"refitted: head version {change.version} in {change.seconds:.2f} s")
+            _print_quality(change)
+        elif args.faults_command == "threshold":
+            change = library.set_threshold(args.name, None if args.default else args.value)
+            level = change.head.threshold_of(change.head.classes.index(args.name))
+            print(f"alarm threshold of {args.name}: {float(level):.3g}" + (" (default)" if args.default else "")
+                  + f": head version {change.version}")
         elif args.faults_command == "drop-example":
             change = library.remove_example(args.example_id)
             print(f"took example {args.example_id} out: head version {change.version}")
@@ -532,15 +560,19 @@ def cmd_faults(args: argparse.Namespace) -> int:
 
 def _list_faults(store, bundle) -> int:
     from inspector.faults import active_head
+    from inspector.heads import Head
 
     head = active_head(store, bundle)
     types = {t.name: t for t in store.fault_types()}
-    print(f"head version {store.active_head_version() or 'bundle base head'} — classes:")
-    for name, normal, scope in zip(head.classes, head.normal, head.regions):
+    base = set(Head.load(bundle.path, bundle.head_stem).classes) if bundle.head_stem else set()
+    print(f"head version {store.active_head_version() or 'bundle base head'} — classes (alarm threshold):")
+    for k, (name, normal, scope) in enumerate(zip(head.classes, head.normal, head.regions)):
         record = types.get(name)
-        origin = f"{record.examples} examples" if record else "from the bundle"
+        origin = " + ".join((["from the bundle"] if name in base else [])
+                            + ([f"{record.examples} examples"] if record else []))
         where = ", ".join(scope) if scope else "all regions"
-        print(f"  {'normal' if normal else 'fault '} {name:<26} {where:<22} {origin}")
+        alarm = "" if normal else f"{float(head.threshold_of(k)):.2f}"
+        print(f"  {'normal' if normal else 'fault '} {name:<26} {alarm:>5}  {where:<22} {origin}")
     versions = store.head_versions()
     if versions:
         print("versions:")

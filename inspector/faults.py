@@ -20,8 +20,10 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -32,10 +34,11 @@ from inspector.bundle import Bundle
 from inspector.errors import InspectorError
 from inspector.heads import Head
 from inspector.regions import CropSpec, RegionProfile, parse_profile
-from inspector.store import ExampleRow, Store
+from inspector.store import ExampleRow, FindingRecord, Store
 from inspector.video import VideoReader
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NORMAL = "normal"
 AUTO_NORMAL_FRAMES = 12  # frames per video sampled for normal examples when none are given
@@ -217,9 +220,9 @@ class FaultLibrary:
     def remove(self, name: str) -> LibraryChange:
         started = time.perf_counter()
         active = [t.name for t in self.store.fault_types()]
+        if name in self._base_classes():
+            raise FaultLibraryError(f"{name} comes with the model bundle and cannot be removed")
         if name not in active:
-            if name in self._base_classes():
-                raise FaultLibraryError(f"{name} comes with the model bundle and cannot be removed")
             raise FaultLibraryError(f"no fault type named {name}; 'inspector faults list' shows them")
         if name == NORMAL and len(active) > 1:
             raise FaultLibraryError("the normal class is needed while operator fault types exist; remove those first")
@@ -249,6 +252,8 @@ class FaultLibrary:
         started = time.perf_counter()
         new = new.strip()
         active = [t.name for t in self.store.fault_types()]
+        if old in self._base_classes():
+            raise FaultLibraryError(f"{old} comes with the model bundle and cannot be renamed")
         if old not in active or old == NORMAL:
             raise FaultLibraryError(f"no fault type named {old} to rename; 'inspector faults list' shows them")
         taken = {t.name for t in self.store.fault_types(include_removed=True)} | set(self._base_classes())
@@ -258,6 +263,79 @@ class FaultLibrary:
         head, quality = self._fit(rows, judged_types={new})
         version = self._save(f"renamed {old} to {new}", head, quality, [new if t == old else t for t in active],
                              rename=(old, new))
+        return LibraryChange(version, head.with_version(version), quality, {}, time.perf_counter() - started)
+
+    def record_review(self, finding_id: int, status: str, reviewed_class: str | None = None) -> ExampleRow | None:
+        """A review decision, and what it teaches: the finding's best crop becomes an example of its
+        (corrected) class when confirmed, a normal example of its region when rejected; reopening
+        takes that example out again. The head follows at the next ``refit``."""
+        finding = self.store.finding(finding_id)
+        if finding is None:
+            raise FaultLibraryError(f"no finding {finding_id} in the project; 'inspector findings' lists them")
+        scan = self.store.scan(finding.scan_id)
+        if scan.bundle_digest != self._digest:
+            raise FaultLibraryError(f"finding {finding.id} was scanned with model bundle {scan.bundle_name}; "
+                                    "review it with that bundle (--bundle)")
+        label = {"confirmed": reviewed_class or finding.class_name, "rejected": NORMAL}.get(status)
+        classes = self.active_head().classes
+        if label is not None and label != NORMAL and label not in classes:
+            faults = ", ".join(c for c, n in zip(classes, self.active_head().normal) if not n)
+            raise FaultLibraryError(f"{label} is not a fault type of the project; known: {faults}")
+        rows = [] if label is None else [self._review_example(finding, label)]
+        known = {t.name for t in self.store.fault_types(include_removed=True)}
+        base = dict(zip(self.active_head().classes, self.active_head().normal))
+        new_types = [(r.fault_type, base.get(r.fault_type, r.fault_type == NORMAL)) for r in rows
+                     if r.fault_type not in known or r.fault_type in {t.name for t in self.store.fault_types(
+                         include_removed=True) if t.removed_at}]
+        self._with_crops(lambda: self.store.set_finding_status(finding_id, status, reviewed_class,
+                                                               learned=(self._digest, new_types, rows)))
+        return rows[0] if rows else None
+
+    def _review_example(self, finding: FindingRecord, label: str) -> ExampleRow:
+        """The finding's best crop as an example: cut from its video, or (the video gone) taken
+        from the scan's cached embedding."""
+        scan = self.store.scan(finding.scan_id)
+        video = self.store.video(scan.video_id)
+        profile = parse_profile(scan.profile_text, f"profile of scan {scan.id}")
+        if video.path.is_file():
+            example = LabelledExample(finding.id, label, video.path, finding.best_frame, finding.crop)
+            return replace(self._example_rows([example], profile, source="review", keep_known=True)[0],
+                           finding_id=finding.id)
+        cached = self.store.cached_embeddings(video.id, self._digest, [(finding.best_frame, finding.crop)])
+        embedding = cached.get((finding.best_frame, finding.crop))
+        if embedding is None:
+            raise FaultLibraryError(f"finding {finding.id}: its video {video.path} is gone and its crop was not cached "
+                                    "with this bundle; put the video back to review it")
+        reference = f"review:{video.id}:{finding.best_frame}:{finding.crop}"
+        return ExampleRow(label, "review", video.id, finding.best_frame, finding.crop, finding.region, None, "",
+                          hashlib.sha256(reference.encode()).hexdigest()[:24], embedding, finding_id=finding.id)
+
+    def refit(self) -> LibraryChange:
+        """Adapt the head again from every example (the reviews' included), as a new head version."""
+        started = time.perf_counter()
+        rows = self.store.examples()
+        reviews = sum(r.source == "review" for r in rows)
+        head, quality = self._fit(rows, judged_types=set())
+        version = self._save(f"refit from {len(rows)} examples ({reviews} from reviews)", head, quality,
+                             [t.name for t in self.store.fault_types()])
+        return LibraryChange(version, head.with_version(version), quality, {}, time.perf_counter() - started)
+
+    def set_threshold(self, name: str, value: float | None) -> LibraryChange:
+        """The alarm threshold of a fault type (a calibrated score in (0, 1)); ``None``: back to
+        the default. A new head version (the default comes from a refit)."""
+        started = time.perf_counter()
+        head = self.active_head()
+        if name not in head.classes or head.normal[head.classes.index(name)]:
+            raise FaultLibraryError(f"no fault type named {name}; known: {', '.join(head.fault_classes)}")
+        if value is not None and not 0.0 < value < 1.0:
+            raise FaultLibraryError(f"a threshold is a score between 0 and 1 (exclusive), not {value:g}")
+        overrides = self.store.thresholds()
+        overrides.pop(name, None)
+        if value is not None:
+            overrides[name] = value
+        head, quality = self._fit(self.store.examples(), judged_types=set(), thresholds=overrides)
+        note = f"alarm threshold of {name} set to {value:g}" if value is not None else f"alarm threshold of {name} reset"
+        version = self._save(note, head, quality, [t.name for t in self.store.fault_types()], threshold=(name, value))
         return LibraryChange(version, head.with_version(version), quality, {}, time.perf_counter() - started)
 
     def restore(self, version: int) -> LibraryChange:
@@ -282,7 +360,8 @@ class FaultLibrary:
             return []
         return list(Head.load(self.bundle.path, self.bundle.head_stem).classes)
 
-    def _fit(self, rows: list[ExampleRow], judged_types: set[str]) -> tuple[Head, Quality]:
+    def _fit(self, rows: list[ExampleRow], judged_types: set[str],
+             thresholds: dict[str, float] | None = None) -> tuple[Head, Quality]:
         base_embeddings, base_labels = self.bundle.load_base_examples()
         specs: list[ClassSpec] = []
         if self.bundle.head_stem is not None:
@@ -304,9 +383,15 @@ class FaultLibrary:
             if not rivals:
                 del regions[name]
                 rows = [r for r in rows if r.fault_type != name]
+        base = {spec.name: spec for spec in specs}
+        for name in [n for n in regions if n in base]:  # reviewed crops of the bundle's own classes
+            outside = regions[name] - set(base[name].regions) if base[name].regions else set()
+            if outside:
+                raise FaultLibraryError(f"examples of {name} lie in {', '.join(sorted(outside))}, where the bundle's "
+                                        f"{name} does not apply; take them out ('inspector faults examples {name}')")
         specs += [ClassSpec(name, name in normal_types,
                             () if ANY_REGION in regions[name] else tuple(sorted(regions[name])))
-                  for name in regions]
+                  for name in regions if name not in base]
         embeddings = np.concatenate([base_embeddings] + [r.embedding[None] for r in rows]) if rows else base_embeddings
         labels = base_labels + [r.fault_type for r in rows]
         scopes = {spec.name: spec.regions for spec in specs}
@@ -316,16 +401,21 @@ class FaultLibrary:
                                                          for r in rows])
         try:
             head, quality = adapt(embeddings, labels, specs, self.bundle.adaptation, where, judged=judged,
-                                  info={"bundle_digest": self._digest})
+                                  info={"bundle_digest": self._digest}, thresholds=self.store.thresholds() if thresholds is None else thresholds)
         except AdaptationError as exc:
             raise FaultLibraryError(str(exc)) from None
         return head, quality
 
     def _save(self, note: str, head: Head, quality: Quality, fault_types: list[str], **change) -> int:
-        """Write the new examples' crops, then the change and its head in one transaction; if
-        anything fails, remove the crops again: a failed change leaves nothing behind."""
+        """The change and its head as a new head version, in one transaction (with its crops)."""
         quality_json = {"loo_accuracy": quality.loo_accuracy, "examples": quality.examples,
                         "warnings": list(quality.warnings)}
+        return self._with_crops(lambda: self.store.save_library_change(
+            note, self._digest, head.to_json(), head.to_npz(), fault_types, quality_json, **change))
+
+    def _with_crops(self, write: Callable[[], T]) -> T:
+        """Write the new examples' crops, then ``write`` the store; if anything fails, remove the
+        crops again: a failed change leaves nothing behind."""
         written: list[Path] = []
         try:
             for relative, crop in self._pending_images.items():
@@ -334,8 +424,7 @@ class FaultLibrary:
                 if not cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
                     raise FaultLibraryError(f"cannot save example crops under {path.parent}; check the project folder")
                 written.append(path)
-            return self.store.save_library_change(note, self._digest, head.to_json(), head.to_npz(),
-                                                  fault_types, quality_json, **change)
+            return write()
         except BaseException:
             for path in written:
                 path.unlink(missing_ok=True)
@@ -354,8 +443,9 @@ class FaultLibrary:
         return load_profile(None)
 
     def _example_rows(self, examples: list[LabelledExample], profile: RegionProfile | None,
-                      source: str = "operator") -> list[ExampleRow]:
-        """Cut, check, save and embed every example; any problem stops all before anything is kept."""
+                      source: str = "operator", keep_known: bool = False) -> list[ExampleRow]:
+        """Cut, check, save and embed every example; any problem stops all before anything is kept.
+        Crops already in the library are left out unless ``keep_known`` (a review re-teaches one)."""
         size = self.bundle.input_size
         crops, meta = [], []
         readers: dict[Path, VideoReader] = {}
@@ -414,7 +504,7 @@ class FaultLibrary:
             key = (ex.label, digest)
             if key in first and source == "operator":
                 raise FaultLibraryError(f"examples {first[key]} and {ex.row} are the same crop; remove the duplicate")
-            if key not in first and key not in stored:  # examples already kept are not added twice
+            if key not in first and (keep_known or key not in stored):  # kept examples are not added twice
                 keep.append(i)
             first.setdefault(key, ex.row)
         crops, meta, hashes = [crops[i] for i in keep], [meta[i] for i in keep], [hashes[i] for i in keep]

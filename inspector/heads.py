@@ -5,10 +5,14 @@ centre (the mean of the support examples cut in that region) and L2-normalising 
 removes what every crop of a region shares (the sky and wires of a catenary tile), so the few
 dimensions that tell a fault apart carry the decision (SimpleShot's CL2N, per region). Each class says
 whether it is a fault or a normal ("no fault") class, and which regions it applies to, so a
-track fault is never reported on the catenary. A fault is called only when its probability
-clears the head's ``threshold`` and, where the head carries class prototypes, the crop is at
-least as similar to that class's prototype as the class's own examples were (``similarity_floor``,
-calibrated on the support set): a crop unlike anything labelled is "none of these", not a fault.
+track fault is never reported on the catenary.
+
+A crop's score for its top class is a calibrated probability, not the saturated softmax: each
+class's log-odds against the other classes of the region go through a Platt scaling fitted on
+cross-fitted support logits (``calibration``). A fault is called only when that probability
+clears the class's alarm threshold (``thresholds``) and, where the head carries class prototypes,
+the crop is at least as similar to that class's prototype as the class's own examples were
+(``similarity_floor``): a crop unlike anything labelled is "none of these", not a fault.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import numpy as np
 from inspector.errors import BundleError
 
 HEAD_FORMAT_VERSION = 1
+LOG_ODDS_LIMIT = 50.0  # calibration is fitted, and applied, on log-odds within +-this
 
 
 def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
@@ -34,6 +39,30 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=1, keepdims=True)
     return shifted
+
+
+def class_log_odds(logits: np.ndarray) -> np.ndarray:
+    """N x C: each class's logit against the log-sum-exp of the others (-inf where a class is out
+    of scope; +inf where it is the only one in scope)."""
+    out = np.empty_like(logits, dtype=np.float64)
+    for k in range(logits.shape[1]):
+        others = np.delete(logits, k, axis=1).astype(np.float64)
+        top = others.max(axis=1, keepdims=True) if others.shape[1] else np.full((len(logits), 1), -np.inf)
+        finite = np.isfinite(top[:, 0])
+        rest = np.full(len(logits), -np.inf)
+        rest[finite] = top[finite, 0] + np.log(np.exp(others[finite] - top[finite]).sum(axis=1))
+        with np.errstate(invalid="ignore"):
+            out[:, k] = np.where(np.isfinite(logits[:, k]), logits[:, k] - rest, -np.inf)
+    return out
+
+
+def platt(log_odds: np.ndarray, calibration: np.ndarray) -> np.ndarray:
+    """Calibrated probability sigma(a * s + b) per class, from Platt parameters (C x 2). Log-odds
+    are clipped to the range the calibration was fitted on: a crop beyond every example is no
+    surer than the surest of them. Out of scope (-inf): 0."""
+    clipped = np.clip(log_odds, -LOG_ODDS_LIMIT, LOG_ODDS_LIMIT)
+    z = calibration[:, 0] * clipped + calibration[:, 1]
+    return np.where(np.isneginf(log_odds), 0.0, 0.5 * (1.0 + np.tanh(0.5 * z)))
 
 
 @dataclass(frozen=True)
@@ -59,6 +88,8 @@ class Head:
     prototypes: np.ndarray | None = None  # C x D, unit length: mean support feature per class
     similarity_floor: np.ndarray | None = None  # C: lowest cosine similarity a fault call needs
     centers: dict[str, np.ndarray] = field(default_factory=dict)  # region ("*": any) -> D
+    calibration: np.ndarray | None = None  # C x 2: Platt (a, b) on each class's log-odds
+    thresholds: np.ndarray | None = None  # C: alarm threshold per class on the calibrated score
 
     def __post_init__(self) -> None:
         count = len(self.classes)
@@ -72,6 +103,10 @@ class Head:
                 self.prototypes is not None and (self.prototypes.shape != self.weight.shape
                                                  or self.similarity_floor.shape != (count,))):
             raise ValueError("prototypes (C x D) and similarity_floor (C) go together")
+        if self.calibration is not None and self.calibration.shape != (count, 2):
+            raise ValueError("calibration must be C x 2 (Platt a, b per class)")
+        if self.thresholds is not None and self.thresholds.shape != (count,):
+            raise ValueError("thresholds must hold one value per class")
 
     @property
     def embedding_size(self) -> int:
@@ -113,6 +148,19 @@ class Head:
         """Class probabilities, N x C."""
         return softmax(self.logits(embeddings, region))
 
+    def threshold_of(self, class_index: np.ndarray | int) -> np.ndarray:
+        """The alarm threshold of each class (the head-wide one where it has none of its own)."""
+        if self.thresholds is None:
+            return np.full(np.shape(class_index), self.threshold, np.float32)
+        return self.thresholds[class_index]
+
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """N x C calibrated probability of each class against the others in scope (classes out of
+        scope carry logit -inf); the softmax where the head has no calibration."""
+        if self.calibration is None:
+            return softmax(logits)
+        return platt(class_log_odds(logits), self.calibration)
+
     def classify(self, embeddings: np.ndarray, region: str) -> Prediction:
         """Top class per crop of one region, among the classes in scope for that region."""
         mask = self.applies(region)
@@ -122,11 +170,13 @@ class Head:
         features = self.features(embeddings, region)
         logits = self.logit_scale * (features @ self.weight.T + self.bias)
         logits[:, ~mask] = -np.inf
-        probs = softmax(logits)
-        top = probs.argmax(axis=1)
-        score = probs[np.arange(n), top].astype(np.float32)
-        fault = ~np.asarray(self.normal, bool)[top] & (score >= self.threshold) & self.known(features, top)
+        top = logits.argmax(axis=1)
+        score = self.scores(logits)[np.arange(n), top].astype(np.float32)
+        fault = ~np.asarray(self.normal, bool)[top] & (score >= self.threshold_of(top)) & self.known(features, top)
         return Prediction(top, score, fault)
+
+    def with_thresholds(self, thresholds: np.ndarray) -> Head:
+        return replace(self, thresholds=np.asarray(thresholds, np.float32))
 
     def with_version(self, version: int) -> Head:
         return replace(self, version=version)
@@ -145,6 +195,10 @@ class Head:
                           similarity_floor=self.similarity_floor.astype(np.float32))
         if self.centers:
             arrays["centers"] = np.stack([c.astype(np.float32) for c in self.centers.values()])
+        if self.calibration is not None:
+            arrays["calibration"] = self.calibration.astype(np.float32)
+        if self.thresholds is not None:
+            arrays["thresholds"] = self.thresholds.astype(np.float32)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         return buffer.getvalue()
@@ -161,7 +215,7 @@ class Head:
                        tuple(bool(v) for v in meta["normal"]), tuple(tuple(r) for r in meta.get("regions", [])),
                        float(meta["threshold"]), float(meta["logit_scale"]), int(meta.get("version", 1)),
                        dict(meta.get("info", {})), arrays.get("prototypes"), arrays.get("similarity_floor"),
-                       centers)
+                       centers, arrays.get("calibration"), arrays.get("thresholds"))
         except (OSError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{type(exc).__name__}: {exc}") from None
 

@@ -140,6 +140,10 @@ MIGRATIONS: tuple[str, ...] = (
         lat REAL, lon REAL,
         PRIMARY KEY(line, mast));
     """,
+    """
+    -- A reviewed finding teaches the library its crop: the example remembers which finding.
+    ALTER TABLE examples ADD COLUMN finding_id INTEGER;
+    """,
 )
 
 REVIEW_STATUSES = ("open", "confirmed", "rejected")
@@ -185,6 +189,7 @@ class ScanRecord:
     decode_errors: int
     message: str | None
     classified_with: int | None = None  # head version of the stored detections
+    bundle_digest: str = ""  # the bundle whose embeddings the scan cached
 
 
 @dataclass(frozen=True)
@@ -244,6 +249,7 @@ class ExampleRow:
     pixels_hash: str
     embedding: np.ndarray
     id: int | None = None  # in the store; None until saved
+    finding_id: int | None = None  # the reviewed finding it was learned from
 
 
 @dataclass(frozen=True)
@@ -358,7 +364,7 @@ class Store:
 
     # scans ----------------------------------------------------------------------------------
     _SCAN_COLUMNS = ("id, video_id, bundle_name, precision, profile_name, profile_text, step, status, "
-                     "next_frame, frames_done, decode_errors, message, classified_with")
+                     "next_frame, frames_done, decode_errors, message, classified_with, bundle_digest")
 
     def open_scan(self, video_id: int, bundle_digest: str, bundle_name: str, precision: str,
                   profile_name: str, profile_digest: str, profile_text: str, step: int) -> ScanRecord:
@@ -435,25 +441,36 @@ class Store:
                         "frames, status, reviewed_class")
 
     def replace_findings(self, scan_id: int, findings: Sequence[FindingRecord]) -> None:
-        """Store freshly grouped findings; a review decision carries over to the new finding of
-        the same crop and class that overlaps the reviewed one."""
+        """Store freshly grouped findings. A new finding that overlaps an old one of the same crop
+        and class is that finding: it keeps its id (a review queue or a script holding it stays
+        valid) and its review decision. A reviewed finding with no successor (a rejected false
+        alarm the new head no longer raises) stays as it was: a decision is never dropped."""
         with self.transaction() as conn:
-            reviewed = conn.execute(
-                "SELECT crop, class, start_frame, end_frame, status, reviewed_at, reviewed_class FROM findings "
-                "WHERE scan_id=? AND status!='open'", (scan_id,)).fetchall()
+            old = [(FindingRecord(*row[:-1]), row[-1]) for row in conn.execute(
+                f"SELECT {self._FINDING_COLUMNS}, reviewed_at FROM findings WHERE scan_id=? ORDER BY id", (scan_id,))]
             conn.execute("DELETE FROM findings WHERE scan_id=?", (scan_id,))
+            taken: set[int] = set()
+            rows = []
             for f in findings:
-                status, reviewed_at, reviewed_class = "open", None, None
-                for crop, cls, start, end, old_status, old_at, old_class in reviewed:
-                    if crop == f.crop and cls == f.class_name and start <= f.end_frame and f.start_frame <= end:
-                        status, reviewed_at, reviewed_class = old_status, old_at, old_class
-                        break
-                conn.execute(
-                    "INSERT INTO findings(scan_id, crop, region, class, start_frame, end_frame, best_frame, "
-                    "best_score, frames, status, reviewed_at, reviewed_class) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (scan_id, f.crop, f.region, f.class_name, f.start_frame, f.end_frame, f.best_frame,
-                     f.best_score, f.frames, status, reviewed_at, reviewed_class))
+                match = next(((record, at) for record, at in old if record.id not in taken
+                              and record.crop == f.crop and record.class_name == f.class_name
+                              and record.start_frame <= f.end_frame and f.start_frame <= record.end_frame), None)
+                if match is None:
+                    rows.append((None, f.crop, f.region, f.class_name, f.start_frame, f.end_frame, f.best_frame,
+                                 f.best_score, f.frames, "open", None, None))
+                    continue
+                record, at = match
+                taken.add(record.id)
+                rows.append((record.id, f.crop, f.region, f.class_name, f.start_frame, f.end_frame, f.best_frame,
+                             f.best_score, f.frames, record.status, at, record.reviewed_class))
+            rows += [(r.id, r.crop, r.region, r.class_name, r.start_frame, r.end_frame, r.best_frame, r.best_score,
+                      r.frames, r.status, at, r.reviewed_class)
+                     for r, at in old if r.id not in taken and r.status != "open"]
+            conn.executemany(
+                "INSERT INTO findings(id, scan_id, crop, region, class, start_frame, end_frame, best_frame, "
+                "best_score, frames, status, reviewed_at, reviewed_class) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # kept ids first: a new id never takes a kept one
+                sorted([(row[0], scan_id, *row[1:]) for row in rows], key=lambda row: row[0] is None))
 
     def findings(self, scan_id: int | None = None) -> list[FindingRecord]:
         sql = f"SELECT {self._FINDING_COLUMNS} FROM findings"
@@ -467,17 +484,54 @@ class Store:
         row = self._conn.execute(f"SELECT {self._FINDING_COLUMNS} FROM findings WHERE id=?", (finding_id,)).fetchone()
         return FindingRecord(*row) if row else None
 
-    def set_finding_status(self, finding_id: int, status: str, reviewed_class: str | None = None) -> None:
-        """A review decision; ``reviewed_class`` corrects the class of a confirmed finding."""
+    def set_finding_status(self, finding_id: int, status: str, reviewed_class: str | None = None,
+                           learned: tuple[str, Sequence[tuple[str, bool]], Sequence[ExampleRow]] | None = None) -> None:
+        """A review decision; ``reviewed_class`` corrects the class of a confirmed finding.
+
+        ``learned`` (bundle digest, fault types to create, example rows) is what the library
+        learns from it; it replaces whatever an earlier decision on the same crop taught, in the
+        same transaction as the decision itself."""
         if status not in REVIEW_STATUSES:
             raise StoreError(f"review status must be one of {', '.join(REVIEW_STATUSES)}, not {status!r}")
         if reviewed_class is not None and status != "confirmed":
             raise StoreError("only a confirmed finding can be given another class")
+        stamp = now()
         with self.transaction() as conn:
             cur = conn.execute("UPDATE findings SET status=?, reviewed_at=?, reviewed_class=? WHERE id=?",
-                               (status, now() if status != "open" else None, reviewed_class, finding_id))
+                               (status, stamp if status != "open" else None, reviewed_class, finding_id))
             if cur.rowcount == 0:
                 raise StoreError(f"project store {self.path}: no finding {finding_id}")
+            if learned is None:
+                return
+            digest, new_types, rows = learned
+            conn.execute("UPDATE examples SET removed_at=? WHERE finding_id=? AND removed_at IS NULL",
+                         (stamp, finding_id))
+            self._insert_types(conn, new_types, stamp)
+            self._insert_examples(conn, rows, digest, stamp)
+
+    @staticmethod
+    def _insert_types(conn: sqlite3.Connection, types: Iterable[tuple[str, bool]], stamp: str) -> None:
+        for name, normal in types:
+            conn.execute("INSERT INTO fault_types(name, normal, created_at) VALUES (?, ?, ?) "
+                         "ON CONFLICT(name) DO UPDATE SET removed_at=NULL", (name, int(normal), stamp))
+
+    @staticmethod
+    def _insert_examples(conn: sqlite3.Connection, rows: Iterable[ExampleRow], digest: str, stamp: str) -> None:
+        for ex in rows:
+            conn.execute(
+                "INSERT INTO examples(fault_type_id, source, video_id, frame, crop, region, box, image, "
+                "pixels_hash, bundle_digest, embedding, created_at, finding_id) "
+                "VALUES ((SELECT id FROM fault_types WHERE name=?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(fault_type_id, pixels_hash) DO UPDATE SET removed_at=NULL, "  # taken out, now back
+                "finding_id=COALESCE(excluded.finding_id, finding_id)",
+                (ex.fault_type, ex.source, ex.video_id, ex.frame, ex.crop, ex.region,
+                 json.dumps(list(ex.box)) if ex.box else None, ex.image, ex.pixels_hash, digest,
+                 ex.embedding.astype(np.float32).tobytes(), stamp, ex.finding_id))
+
+    # alarm thresholds the operator set --------------------------------------------------------
+    def thresholds(self) -> dict[str, float]:
+        return {key.removeprefix("threshold:"): float(value) for key, value in self._conn.execute(
+            "SELECT key, value FROM settings WHERE key LIKE 'threshold:%'")}
 
     # fault library --------------------------------------------------------------------------
     def fault_types(self, include_removed: bool = False) -> list[FaultTypeRecord]:
@@ -493,7 +547,7 @@ class Store:
         """Examples of the active fault types (or of the named ones, removed or not); examples the
         operator took out are left out."""
         sql = ("SELECT f.name, e.source, e.video_id, e.frame, e.crop, e.region, e.box, e.image, e.pixels_hash, "
-               "e.embedding, e.id FROM examples e JOIN fault_types f ON f.id=e.fault_type_id "
+               "e.embedding, e.id, e.finding_id FROM examples e JOIN fault_types f ON f.id=e.fault_type_id "
                "WHERE e.removed_at IS NULL ")
         if fault_types is None:
             rows = self._conn.execute(sql + "AND f.removed_at IS NULL ORDER BY e.id").fetchall()
@@ -501,8 +555,8 @@ class Store:
             marks = ",".join("?" * len(fault_types))
             rows = self._conn.execute(sql + f"AND f.name IN ({marks}) ORDER BY e.id", fault_types).fetchall()
         return [ExampleRow(n, src, v, fr, c, r, tuple(json.loads(b)) if b else None, img, h,
-                           np.frombuffer(emb, np.float32).copy(), i)
-                for n, src, v, fr, c, r, b, img, h, emb, i in rows]
+                           np.frombuffer(emb, np.float32).copy(), i, finding)
+                for n, src, v, fr, c, r, b, img, h, emb, i, finding in rows]
 
     def cached_embeddings(self, video_id: int, bundle_digest: str,
                           wanted: Sequence[tuple[int, str]]) -> dict[tuple[int, str], np.ndarray]:
@@ -535,34 +589,34 @@ class Store:
                             fault_types: list[str], quality: dict | None,
                             new_types: list[tuple[str, bool]] = (), new_examples: list[ExampleRow] = (),
                             remove: list[str] = (), reactivate: list[str] = (),
-                            remove_examples: Sequence[int] = (), rename: tuple[str, str] | None = None) -> int:
+                            remove_examples: Sequence[int] = (), rename: tuple[str, str] | None = None,
+                            threshold: tuple[str, float | None] | None = None) -> int:
         """One library change (types added, removed, renamed or brought back, examples added or
-        taken out) and the head it produced, as a new active head version, all in one transaction."""
+        taken out, an alarm threshold set or cleared) and the head it produced, as a new active head
+        version, all in one transaction."""
         stamp = now()
         with self.transaction() as conn:
+            if threshold is not None:
+                name, value = threshold
+                if value is None:
+                    conn.execute("DELETE FROM settings WHERE key=?", (f"threshold:{name}",))
+                else:
+                    conn.execute("INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                                 "value=excluded.value", (f"threshold:{name}", repr(float(value))))
             if rename is not None:  # the type, and what the scans called by its old name
                 old, new = rename
                 conn.execute("UPDATE fault_types SET name=? WHERE name=?", (new, old))
                 conn.execute("UPDATE findings SET class=? WHERE class=?", (new, old))
                 conn.execute("UPDATE findings SET reviewed_class=? WHERE reviewed_class=?", (new, old))
                 conn.execute("UPDATE detections SET class=? WHERE class=?", (new, old))
+                conn.execute("UPDATE settings SET key=? WHERE key=?", (f"threshold:{new}", f"threshold:{old}"))
             conn.executemany("UPDATE examples SET removed_at=? WHERE id=?", [(stamp, i) for i in remove_examples])
-            for name, normal in new_types:
-                conn.execute("INSERT INTO fault_types(name, normal, created_at) VALUES (?, ?, ?) "
-                             "ON CONFLICT(name) DO UPDATE SET removed_at=NULL", (name, int(normal), stamp))
+            self._insert_types(conn, new_types, stamp)
             for name in remove:
                 conn.execute("UPDATE fault_types SET removed_at=? WHERE name=?", (stamp, name))
             for name in reactivate:
                 conn.execute("UPDATE fault_types SET removed_at=NULL WHERE name=?", (name,))
-            for ex in new_examples:
-                conn.execute(
-                    "INSERT INTO examples(fault_type_id, source, video_id, frame, crop, region, box, image, "
-                    "pixels_hash, bundle_digest, embedding, created_at) "
-                    "VALUES ((SELECT id FROM fault_types WHERE name=?), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(fault_type_id, pixels_hash) DO UPDATE SET removed_at=NULL",  # taken out, now back
-                    (ex.fault_type, ex.source, ex.video_id, ex.frame, ex.crop, ex.region,
-                     json.dumps(list(ex.box)) if ex.box else None, ex.image, ex.pixels_hash, bundle_digest,
-                     ex.embedding.astype(np.float32).tobytes(), stamp))
+            self._insert_examples(conn, new_examples, bundle_digest, stamp)
             version = (conn.execute("SELECT MAX(version) FROM head_versions").fetchone()[0] or 0) + 1
             conn.execute("INSERT INTO head_versions(version, created_at, note, bundle_digest, fault_types, quality, "
                          "head_json, head_npz) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -37,10 +37,13 @@ class Score:
         return self.correct / self.findings if self.findings else 0.0
 
 
-def load_truth(path: Path) -> list[Segment]:
+def load_truth(path: Path, crop: str = "window") -> list[Segment]:
+    """The demo's ground truth, or that of a video made by ``../shared/tools/make_gt_video.py``
+    (columns ``cls`` and ``part``, one region: ``crop``; only its evaluation part is kept)."""
     with path.open(newline="") as handle:
-        return [Segment(int(r["start_frame"]), int(r["end_frame"]), r["crop"], r["class"], r["fault"] == "1")
-                for r in csv.DictReader(handle)]
+        rows = list(csv.DictReader(handle))
+    return [Segment(int(r["start_frame"]), int(r["end_frame"]), r.get("crop") or crop, r.get("class") or r["cls"],
+                    r["fault"] == "1") for r in rows if r.get("part", "eval") == "eval"]
 
 
 def _overlaps(segment: Segment, finding: FindingRecord) -> bool:

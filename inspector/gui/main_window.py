@@ -48,6 +48,7 @@ from inspector.video import VIDEO_SUFFIXES, VideoReader
 log = logging.getLogger(__name__)
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0)
+REFIT_EVERY = 5  # reviews recorded between two automatic refits
 SHORTCUTS = (
     ("Space", "play / pause"), ("D or Left", "previous frame"), ("F or Right", "next frame"),
     ("Shift+Left / Shift+Right", "one second back / forward"), ("Home / End", "first / last frame"),
@@ -63,6 +64,7 @@ SHORTCUTS = (
     ("1 ... 9 while reviewing", "confirm the finding as fault type 1 ... 9 instead"),
     ("S / Backspace", "skip / back while reviewing"), ("N / P", "next / previous finding while reviewing"),
     ("Shift+N", "next finding still open"), ("Esc while reviewing", "stop reviewing"),
+    ("F5", "learn from the reviews now (also every 5 reviews by itself)"),
     ("click or Enter on a finding", "show its best frame"),
     ("Ctrl+R", "scan the open video in the background"), ("Scan > Scan videos…", "scan several videos in the background"),
     ("Ctrl+E", "export the report"), ("Ctrl+O", "open a video"), ("Ctrl+Shift+O", "open a project"),
@@ -91,6 +93,8 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         self.scan_worker: ScanWorker | None = None
         self.adapt_worker: LibraryWorker | None = None
+        self.reviews_to_learn: list[tuple[int, str, str | None]] = []  # decisions not yet recorded as examples
+        self.refit_wanted = False  # F5 or a full batch while the library was busy
         self.report_worker: ReportWorker | None = None
         self.live: LiveInference | None = None
         self._dialogs: list[QMessageBox] = []
@@ -300,6 +304,7 @@ class MainWindow(QMainWindow):
         self._action(review, "Next finding (label normal when not reviewing)", self._key_n, "N")
         self._action(review, "Previous finding", lambda: self._review_move(-1), "P")
         self._action(review, "Next unreviewed finding", self._review_next_open, "Shift+N")
+        self._action(review, "Learn from the reviews now (refit)", self._learn_from_reviews, "F5")
         scan = bar.addMenu("&Scan")
         self._action(scan, "Scan this video", self.scan, "Ctrl+R")
         self._action(scan, "Scan videos…", self.ask_scan_videos)
@@ -336,8 +341,12 @@ class MainWindow(QMainWindow):
         backbone = self.session.backbone if self.session is not None else None
         session = Session.open(project, backbone=backbone)
         if self.session is not None:
+            if self.adapt_worker is not None:
+                self.adapt_worker.wait()  # its signal then finds the new session: a refresh, no harm
+            self._record_waiting_reviews()  # they belong to the project being left
             self.session.close()
         self.session = session
+        self.refit_wanted = False
         self.queue = None  # a review queue belongs to the project it was started on
         if self.live is None:
             self.live = LiveInference(session.backbone)
@@ -476,10 +485,12 @@ class MainWindow(QMainWindow):
         self.refresh_videos()
 
     def review(self, status: str, reviewed_class: str | None = None) -> None:
-        """C / X (or a digit while reviewing): the finding under review, else the selected rows."""
+        """C / X (or a digit while reviewing): the finding under review, else the selected rows.
+        The decision shows at once; what it teaches the library is learned in the background."""
         if self.queue is not None and self.queue.current is not None:
             try:
                 self.session.set_status(self.queue.current, status, reviewed_class)
+                self._learn(self.queue.current, status, reviewed_class)
             except InspectorError as exc:
                 self.error(str(exc))
             self.refresh_findings()
@@ -491,11 +502,46 @@ class MainWindow(QMainWindow):
             return
         try:
             for row in rows:
-                self.session.set_status(self.findings_model.rows[row].id, status)
+                finding_id = self.findings_model.rows[row].id
+                self.session.set_status(finding_id, status)
+                self._learn(finding_id, status, None)
         except InspectorError as exc:  # e.g. the finding went with a rescan: say so, show the current list
             self.error(str(exc))
         self.refresh_findings()
         self.table.selectRow(min(rows[-1] + 1, self.findings_model.rowCount() - 1))
+
+    def _learn(self, finding_id: int, status: str, reviewed_class: str | None) -> None:
+        self.reviews_to_learn.append((finding_id, status, reviewed_class))
+        if len(self.reviews_to_learn) >= REFIT_EVERY:
+            self._learn_from_reviews()
+
+    def _learn_from_reviews(self) -> None:
+        """Every ``REFIT_EVERY`` reviews, or on F5: record the waiting decisions as examples, refit
+        the head and classify the runs again, all in the background (the keys between two refits
+        cost nothing). Decisions made meanwhile wait for the next round; none is lost (at close
+        they are recorded, and the next refit uses them)."""
+        if self.session is None:
+            return
+        if self.adapt_worker is not None and self.adapt_worker.isRunning():
+            self.refit_wanted = True
+            return
+        batch, self.reviews_to_learn, self.refit_wanted = self.reviews_to_learn, [], False
+
+        def change(library):
+            for decision in batch:
+                library.record_review(*decision)
+            return library.refit()
+
+        self.quality_label.setText(f"learning from {len(batch)} new reviews…")
+        self.adapt_worker = LibraryWorker(self.session.project, self.session.bundle, self.session.backbone, change)
+        self.adapt_worker.done.connect(self._reviews_learned)
+        self.adapt_worker.failed.connect(lambda message: (self.quality_label.setText(""), self.error(message)))
+        self.adapt_worker.start()
+
+    def _reviews_learned(self, change, summary: str) -> None:
+        self._library_changed(change, f"learned from the reviews: {summary}")
+        if self.refit_wanted or len(self.reviews_to_learn) >= REFIT_EVERY:
+            self._learn_from_reviews()
 
     def refresh_videos(self) -> None:
         self.videos_list.clear()
@@ -581,6 +627,9 @@ class MainWindow(QMainWindow):
             self.stop_review(f"review done: {counts['confirmed']} confirmed, {counts['rejected']} rejected, "
                              f"{counts['open']} still open")
             return
+        if self.session.store.finding(self.queue.current) is None:  # a refit no longer raises it: nothing to review
+            self.queue.ids.pop(self.queue.position)
+            return self._show_review()
         try:
             finding = self.session.finding(self.queue.current)
             video = self.session.video_of(finding)
@@ -655,6 +704,8 @@ class MainWindow(QMainWindow):
         self.adapt_worker.start()
 
     def _library_changed(self, change, text: str) -> None:
+        if self.session is None:
+            return
         self.session.reload_head()
         self.quality_label.setText(f"{text} (head version {change.version})")
         self._refresh_types()
@@ -889,6 +940,18 @@ class MainWindow(QMainWindow):
         if self.live is not None:
             self.live.stop()
         if self.session is not None:
+            self._record_waiting_reviews()
             self.session.close()
+            self.session = None  # a worker's last signal, still queued, finds nothing to update
         super().closeEvent(event)
+
+    def _record_waiting_reviews(self) -> None:
+        """At close: decisions the background had no time for are recorded now (the next refit uses them)."""
+        library = self.session.library()
+        for decision in self.reviews_to_learn:
+            try:
+                library.record_review(*decision)
+            except InspectorError as exc:
+                log.warning("review of finding %d not learned: %s", decision[0], exc)
+        self.reviews_to_learn = []
 

@@ -115,8 +115,9 @@ class ScanWorker(QThread):
 
 
 class LibraryWorker(QThread):
-    """One change of the fault library (add a type or examples, take an example out, rename), then
-    the scanned runs classified again with the new head: the refit never runs in the window's thread."""
+    """One change of the fault library (add a type or examples, take an example out, rename, learn
+    from reviews), then the scanned runs classified again with the new head: the refit never runs in
+    the window's thread."""
 
     done = pyqtSignal(object, str)  # LibraryChange, reclassification summary
     failed = pyqtSignal(str)

@@ -368,6 +368,18 @@ def test_review_queue_to_the_end_by_keys_only(qtbot, window, demo_video):
     window.table.selectRow(0)
     key(qtbot, window, Qt.Key.Key_R)  # nothing open any more
     assert window.queue is None and "no open findings" in window.status_text.text()
+    # every review taught the library: refits ran by themselves every 5 reviews, F5 takes the rest
+    qtbot.waitUntil(lambda: not window.adapt_worker.isRunning(), timeout=30000)
+    key(qtbot, window, Qt.Key.Key_F5)
+    qtbot.waitUntil(lambda: not window.reviews_to_learn and not window.adapt_worker.isRunning(), timeout=30000)
+    with Store(tmp_project(demo_video)) as store:
+        reviewed = [f for f in store.findings() if f.status != "open"]
+        learned = {e.finding_id: e.fault_type for e in store.examples() if e.source == "review"}
+        refits = [v for v in store.head_versions() if v.note.startswith("refit")]
+        assert len(reviewed) == len(expected)  # decisions survive every refit, with their ids
+    assert learned == {f.id: "normal" if f.status == "rejected" else f.final_class for f in reviewed}
+    assert len(refits) == len(expected) // 5 + 1
+    assert window.session.head.version == refits[-1].version
 
 
 def test_teach_a_fault_type_twice_and_labels_survive_a_restart(qtbot, tmp_path, demo_video):

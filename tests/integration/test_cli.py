@@ -224,22 +224,85 @@ def test_positions_and_compare_bad_input(capsys, tmp_path, scan_args, fault_vide
     assert_one_clear_line(err, "no project store there")
 
 
-def test_review_from_the_command_line(capsys, tmp_path, scan_args, fault_video):
+def test_review_from_the_command_line(capsys, tmp_path, scan_args, fault_video, tiny_bundle):
     project = tmp_path / "p"
+    bundle = ["--bundle", tiny_bundle]
     assert run(capsys, *scan_args, fault_video)[0] == EXIT_OK
     ids = [json.loads(line)["id"] for line in run(capsys, "findings", "--project", project, "--json")[1].splitlines()]
-    assert run(capsys, "review", ids[0], "--confirm", "--project", project)[0] == EXIT_OK
-    assert run(capsys, "review", ids[1], "--reject", "--project", project)[0] == EXIT_OK
+    code, out, _ = run(capsys, "review", ids[0], "--confirm", "--project", project, *bundle)
+    assert code == EXIT_OK and "learned a red_fault example of track" in out
+    code, out, _ = run(capsys, "review", ids[1], "--reject", "--project", project, *bundle)
+    assert code == EXIT_OK and "learned a normal example of track" in out
     code, out, _ = run(capsys, "findings", "--project", project, "--status", "open", "--json")
     assert code == EXIT_OK and out == ""
     with Store(project) as store:
         assert [f.status for f in store.findings()] == ["confirmed", "rejected"]
-    code, _, err = run(capsys, "review", 999, "--confirm", "--project", project)
+        assert sorted((e.fault_type, e.source) for e in store.examples()) == [("normal", "review"),
+                                                                               ("red_fault", "review")]
+    # the reviews become the head: refit makes a version, the decisions and the finding ids survive it
+    code, out, err = run(capsys, "faults", "refit", "--reclassify", "--project", project, *bundle)
+    assert code == EXIT_OK and "refitted: head version 1" in out, err
+    with Store(project) as store:
+        after = store.findings()
+        assert {f.id: f.status for f in after if f.status != "open"} == {ids[0]: "confirmed", ids[1]: "rejected"}
+    # reopening takes the example back out; a changed decision replaces what the first one taught
+    assert run(capsys, "review", ids[0], "--reopen", "--project", project, *bundle)[0] == EXIT_OK
+    assert run(capsys, "review", ids[1], "--confirm", "--project", project, *bundle)[0] == EXIT_OK
+    with Store(project) as store:
+        assert [(e.fault_type, e.frame) for e in store.examples()] == [(
+            "red_fault", store.finding(ids[1]).best_frame)]
+    code, _, err = run(capsys, "review", 999, "--confirm", "--project", project, *bundle)
     assert code == EXIT_FAILED
     assert_one_clear_line(err, "no finding 999")
-    code, _, err = run(capsys, "review", ids[0], "--confirm", "--as", "bird", "--project", project)
+    code, _, err = run(capsys, "review", ids[0], "--confirm", "--as", "bird", "--project", project, *bundle)
     assert_one_clear_line(err, "bird is not a fault type of the project")
-    code, _, err = run(capsys, "review", ids[0], "--reject", "--as", "red_fault", "--project", project)
+    code, _, err = run(capsys, "review", ids[0], "--reject", "--as", "red_fault", "--project", project, *bundle)
     assert_one_clear_line(err, "--as CLASS goes with --confirm")
+    code, _, err = run(capsys, "review", ids[0], "--confirm", "--project", project)  # the shipped bundle
+    assert_one_clear_line(err, "scanned with model bundle tiny")
     with Store(project) as store:
-        assert [f.status for f in store.findings()] == ["confirmed", "rejected"]  # the bad calls changed nothing
+        assert [f.status for f in store.findings()] == ["open", "confirmed"]  # the bad calls changed nothing
+        assert len(store.examples()) == 1
+
+
+def test_review_of_a_finding_whose_video_is_gone(capsys, tmp_path, scan_args, fault_video, tiny_bundle):
+    """The crop comes from the scan's cached embedding; with no cache either, one clear line."""
+    import shutil
+
+    video = tmp_path / "run.mp4"
+    shutil.copy(fault_video, video)
+    project = tmp_path / "p"
+    assert run(capsys, *scan_args, video)[0] == EXIT_OK
+    video.unlink()
+    with Store(project) as store:
+        first = store.findings()[0]
+    code, out, err = run(capsys, "review", first.id, "--reject", "--project", project, "--bundle", tiny_bundle)
+    assert code == EXIT_OK, err
+    with Store(project) as store:
+        assert [(e.fault_type, e.frame, e.image) for e in store.examples()] == [("normal", first.best_frame, "")]
+        store.connection.execute("DELETE FROM embeddings")
+    code, _, err = run(capsys, "review", first.id, "--confirm", "--project", project, "--bundle", tiny_bundle)
+    assert_one_clear_line(err, "put the video back")
+    with Store(project) as store:
+        assert store.finding(first.id).status == "rejected" and len(store.examples()) == 1
+
+
+def test_alarm_thresholds(capsys, tmp_path, scan_args, fault_video, tiny_bundle):
+    project = tmp_path / "p"
+    bundle = ["--bundle", tiny_bundle]
+    assert run(capsys, *scan_args, fault_video)[0] == EXIT_OK
+    code, out, err = run(capsys, "faults", "threshold", "red_fault", "0.9999", "--reclassify", "--project", project,
+                         *bundle)
+    assert code == EXIT_OK and "alarm threshold of red_fault: 1" in out, err
+    assert "0 findings" in err  # no calibrated score reaches it
+    code, out, _ = run(capsys, "faults", "list", "--project", project, *bundle)
+    assert "red_fault                   1.00" in out
+    code, out, err = run(capsys, "faults", "threshold", "red_fault", "--default", "--reclassify", "--project",
+                         project, *bundle)
+    assert code == EXIT_OK and "(default)" in out and "2 findings" in err
+    for bad, message in ((["ok", "0.7"], "no fault type named ok"), (["red_fault", "1.5"], "between 0 and 1")):
+        code, _, err = run(capsys, "faults", "threshold", *bad, "--project", project, *bundle)
+        assert code == EXIT_FAILED
+        assert_one_clear_line(err, message)
+    with Store(project) as store:
+        assert store.thresholds() == {} and len(store.head_versions()) == 2

@@ -1,0 +1,105 @@
+"""Findings before and after learning from review, against a run's ground truth.
+
+The flow a reviewer follows, through the CLI's own functions: scan the run, add the fault types
+from their examples, review the first N findings in time order (by the ground truth: confirmed
+when its best frame, the one a reviewer sees, lies in a fault passage of its crop, as that
+passage's class; else rejected),
+``faults refit --reclassify``; then score the findings on the rest of the run (after the last
+reviewed finding) against the same part before the review.
+
+    python bench/review_learning.py                      # the demo, bird nest from its 5 examples
+    python bench/review_learning.py --video gt/video.mp4 --truth gt/ground_truth.csv \\
+        --profile gt/profile.toml --examples crack=gt/labels.csv    # a ../shared/tools video
+
+Prints a Markdown table (per group of fault classes: passages found, findings, precision).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from inspector.cli import main as inspector  # noqa: E402
+from inspector.store import FindingRecord, Store  # noqa: E402
+from training.demo_truth import Segment, load_truth, score  # noqa: E402
+
+DEMO = ROOT / "assets" / "demo"
+
+
+def run(*argv: str) -> None:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = inspector(list(argv))
+    if code:
+        raise SystemExit(f"inspector {' '.join(argv)}: exit code {code}")
+
+
+def verdict(finding: FindingRecord, truth: list[Segment]) -> tuple[str, str | None]:
+    """What a reviewer who knows the truth does with a finding, seeing its best frame."""
+    for segment in truth:
+        if segment.fault and segment.crop == finding.crop and segment.start_frame <= finding.best_frame <= segment.end_frame:
+            return "--confirm", None if segment.class_name == finding.class_name else segment.class_name
+    return "--reject", None
+
+
+def table(rows: list[tuple[str, str, object]]) -> str:
+    lines = ["| classes | stage | passages found | findings | precision |", "|---|---|---:|---:|---:|"]
+    for group, stage, s in rows:
+        lines.append(f"| {group} | {stage} | {s.found}/{s.segments} | {s.findings} | {s.precision:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--video", type=Path, default=DEMO / "demo.mp4")
+    parser.add_argument("--truth", type=Path, default=DEMO / "ground_truth.csv")
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--examples", action="append", metavar="NAME=CSV",
+                        help=f"a fault type to add (default: bird_nest={DEMO / 'bird_nest_examples.csv'})")
+    parser.add_argument("--reviews", type=int, default=10)
+    parser.add_argument("--bundle", type=Path)
+    args = parser.parse_args()
+    examples = args.examples or [f"bird_nest={DEMO / 'bird_nest_examples.csv'}"]
+    bundle = ["--bundle", str(args.bundle)] if args.bundle else []
+    truth = load_truth(args.truth)
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp) / "project"
+        run("scan", str(args.video), "--project", str(project), "--profile", args.profile, *bundle)
+        for item in examples:
+            name, csv_path = item.split("=", 1)
+            run("faults", "add", name, "--examples", csv_path, "--project", str(project), "--reclassify", *bundle)
+        with Store(project) as store:
+            before = store.findings()
+        first = sorted(before, key=lambda f: (f.start_frame, f.crop))[:args.reviews]
+        for finding in first:
+            decision, as_class = verdict(finding, truth)
+            run("review", str(finding.id), decision, *(["--as", as_class] if as_class else []),
+                "--project", str(project), *bundle)
+        run("faults", "refit", "--project", str(project), "--reclassify", *bundle)
+        with Store(project) as store:
+            after = store.findings()
+    cut = max(f.end_frame for f in first) + 1 if first else 0
+    rest = [s for s in truth if s.start_frame >= cut]
+    later = lambda fs: [f for f in fs if f.start_frame >= cut]  # noqa: E731
+    groups = {}
+    for segment in truth:
+        if segment.fault:
+            groups.setdefault(segment.crop.split("[")[0], set()).add(segment.class_name)
+    rows = []
+    for group, classes in sorted(groups.items()):
+        rows.append((", ".join(sorted(classes)), "whole run, before review", score(before, truth, classes)))
+        rows.append(("", f"after frame {cut}, before review", score(later(before), rest, classes)))
+        rows.append(("", f"after frame {cut}, after {len(first)} reviews + refit", score(later(after), rest, classes)))
+    reviewed = [verdict(f, truth)[0] for f in first]
+    print(f"reviewed {len(first)} findings: {reviewed.count('--confirm')} confirmed, "
+          f"{reviewed.count('--reject')} rejected\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
