@@ -22,7 +22,7 @@ from inspector.faults import FaultLibrary, LibraryChange, active_head
 from inspector.heads import Head
 from inspector.regions import CropSpec, RegionProfile, crop_frame
 from inspector.report import build_report
-from inspector.scan import ScanProgress, Scanner, reclassify, scan_many
+from inspector.scan import Scanner, ScanProgress, reclassify, scan_many
 from inspector.store import Store
 
 
