@@ -75,7 +75,8 @@ def main() -> None:
             run("faults", "add", name, "--examples", csv_path, "--project", str(project), "--reclassify", *bundle)
         with Store(project) as store:
             before = store.findings()
-        first = sorted(before, key=lambda f: (f.start_frame, f.crop))[:args.reviews]
+        start = min(s.start_frame for s in truth)
+        first = sorted((f for f in before if f.end_frame >= start), key=lambda f: (f.start_frame, f.crop))[:args.reviews]
         for finding in first:
             decision, as_class = verdict(finding, truth)
             run("review", str(finding.id), decision, *(["--as", as_class] if as_class else []),
@@ -83,7 +84,9 @@ def main() -> None:
         run("faults", "refit", "--project", str(project), "--reclassify", *bundle)
         with Store(project) as store:
             after = store.findings()
-    cut = max(f.end_frame for f in first) + 1 if first else 0
+    start = min(s.start_frame for s in truth)  # a ../shared/tools video: its labelled part is not scored
+    before, after = ([f for f in fs if f.end_frame >= start] for fs in (before, after))
+    cut = max([f.end_frame + 1 for f in first] + [start])
     rest = [s for s in truth if s.start_frame >= cut]
     later = lambda fs: [f for f in fs if f.start_frame >= cut]  # noqa: E731
     groups = {}

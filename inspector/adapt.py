@@ -7,8 +7,8 @@ meta-learned steps, per-step step sizes and the initialisation; this module repl
 every class the project knows (the bundle's base classes from their stored embeddings, the
 operator's fault types from theirs), so adding a fault type never drops an old one.
 
-Besides the head it calibrates its scores (Platt scaling of each class's log-odds, fitted on
-cross-fitted logits of the support set: every example scored by a head that never saw it), sets
+Besides the head it calibrates its scores (temperature scaling, fitted on cross-fitted logits of
+the support set: every example scored by a head that never saw it), sets
 each fault class's alarm threshold for a target false-alarm rate on the normal examples, calibrates
 "none of these" (per-class prototype similarity floors) and estimates quality by leave-one-out
 over the operator's examples.
@@ -24,7 +24,7 @@ import numpy as np
 from inspector.backbone import Backbone
 from inspector.bundle import AdaptationParams
 from inspector.errors import InspectorError
-from inspector.heads import LOG_ODDS_LIMIT, Head, class_log_odds, l2_normalise, platt, softmax
+from inspector.heads import Head, l2_normalise, softmax
 
 MIN_EXAMPLES = 3  # fewer examples of a class than this: warn the operator
 MIN_LOO_ACCURACY = 0.8  # leave-one-out accuracy below this: warn the operator
@@ -179,59 +179,61 @@ def _cross_fitted_logits(x: np.ndarray, targets: np.ndarray, scope: np.ndarray, 
     return logits
 
 
-def fit_platt(log_odds: np.ndarray, positive: np.ndarray, iterations: int = 100) -> tuple[float, float]:
-    """Platt scaling sigma(a s + b), with Platt's smoothed targets ((n+ + 1) / (n+ + 2), 1 / (n- + 2))
-    so that a handful of examples does not give 0 or 1. Damped Newton steps (Levenberg-Marquardt):
-    a separable support set saturates the sigmoid, where plain Newton steps explode."""
-    finite = np.isfinite(log_odds)
-    s, y = np.clip(log_odds[finite], -LOG_ODDS_LIMIT, LOG_ODDS_LIMIT), positive[finite]
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if not n_pos or not n_neg:
-        return 1.0, 0.0
-    t = np.where(y, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+def fit_temperature(logits: np.ndarray, targets: np.ndarray, weight: np.ndarray) -> float:
+    """The temperature T minimising the weighted cross-entropy of softmax(logits / T) (classes out of
+    scope at -inf) against smoothed targets: as in Platt scaling, a class of n examples is aimed at
+    (n + 1) / (n + 2), not 1, so a separable handful of examples does not give certainty. The loss
+    is convex in beta = 1 / T; a golden-section search over log beta finds it whatever the scale
+    of the logits. Logits that point the wrong way drive beta to its floor: uniform probabilities
+    (no alarm), never inverted ones."""
+    finite = np.isfinite(logits)
+    l = np.where(finite, logits, 0.0)
+    rows = np.arange(len(l))
+    counts = np.bincount(targets)
+    others = np.maximum(finite.sum(axis=1) - 1, 1)
+    spread = 1.0 / (counts[targets] + 2)  # the probability mass the target gives up
+    aim = np.where(finite, (spread / others)[:, None], 0.0)
+    aim[rows, targets] = np.where(finite.sum(axis=1) > 1, 1.0 - spread, 1.0)
+    aimed = (aim * l).sum(axis=1)
+    w = weight / weight.sum()
 
-    def loss(a: float, b: float) -> float:
-        z = a * s + b
-        return float((np.logaddexp(0, z) - t * z).sum())
+    def loss(log_beta: float) -> float:
+        z = np.where(finite, np.exp(log_beta) * l, -np.inf)
+        top = z.max(axis=1)
+        return float(w @ (top + np.log(np.exp(z - top[:, None]).sum(axis=1)) - np.exp(log_beta) * aimed))
 
-    a, b = 1.0 / max(float(s.std()), 1e-3), float(np.log((n_pos + 1) / (n_neg + 1)))
-    current, damping = loss(a, b), 1e-3
-    for _ in range(iterations):
-        p = 0.5 * (1 + np.tanh(0.5 * (a * s + b)))
-        w = p * (1 - p)
-        gradient = np.array([((p - t) * s).sum(), (p - t).sum()])
-        if np.abs(gradient).max() < 1e-7 * len(s):
-            break
-        hessian = np.array([[(w * s * s).sum(), (w * s).sum()], [(w * s).sum(), w.sum()]])
-        while damping < 1e12:
-            delta = np.linalg.solve(hessian + damping * np.eye(2), gradient)
-            trial = loss(a - delta[0], b - delta[1])
-            if trial < current:
-                a, b, current, damping = a - delta[0], b - delta[1], trial, damping / 10
-                break
-            damping *= 10
+    low, high = -14.0, 6.0
+    golden = (np.sqrt(5) - 1) / 2
+    a, b = high - golden * (high - low), low + golden * (high - low)
+    fa, fb = loss(a), loss(b)
+    while high - low > 1e-4:
+        if fa <= fb:
+            high, b, fb = b, a, fa
+            a = high - golden * (high - low)
+            fa = loss(a)
         else:
-            break
-    return float(a), float(b)
+            low, a, fa = a, b, fb
+            b = low + golden * (high - low)
+            fb = loss(b)
+    return float(np.exp(-(low + high) / 2))
 
 
-def calibrate(logits: np.ndarray, targets: np.ndarray,
-              classes: Sequence[ClassSpec]) -> tuple[np.ndarray, np.ndarray]:
-    """Platt parameters (C x 2) per class from cross-fitted logits, and each class's default alarm
-    threshold: the calibrated score that at most ``TARGET_FALSE_ALARMS`` of the other in-scope
-    examples reach (never below ``MIN_THRESHOLD``)."""
-    odds = class_log_odds(logits)
-    calibration = np.tile([1.0, 0.0], (len(classes), 1))
+def calibrate(logits: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec],
+              scope: np.ndarray) -> tuple[float, np.ndarray]:
+    """The temperature from cross-fitted logits (each class weighing the same within its region,
+    as in the inner loop), and each fault class's default alarm threshold: the calibrated score
+    that at most ``TARGET_FALSE_ALARMS`` of the other in-scope examples exceed (never below
+    ``MIN_THRESHOLD``)."""
+    counts = np.bincount(targets, minlength=len(classes))
+    weight = 1.0 / (counts[targets] * (scope & (counts > 0)).sum(axis=1))
+    temperature = fit_temperature(logits, targets, weight)
+    probabilities = softmax(logits / temperature)
     thresholds = np.full(len(classes), MIN_THRESHOLD)
-    for k in range(len(classes)):
-        in_scope = np.isfinite(odds[:, k])
-        calibration[k] = fit_platt(odds[in_scope, k], targets[in_scope] == k)
-        negatives = in_scope & (targets != k)
-        if classes[k].normal or not negatives.any():
-            continue
-        scores = platt(odds[negatives, k][:, None], calibration[k:k + 1])[:, 0]
-        thresholds[k] = max(MIN_THRESHOLD, float(np.quantile(scores, 1 - TARGET_FALSE_ALARMS)))
-    return calibration.astype(np.float32), np.minimum(thresholds, 0.999).astype(np.float32)
+    for k, spec in enumerate(classes):
+        negatives = scope[:, k] & (targets != k)
+        if not spec.normal and negatives.any():
+            thresholds[k] = max(MIN_THRESHOLD, float(np.quantile(probabilities[negatives, k], 1 - TARGET_FALSE_ALARMS)))
+    return temperature, np.minimum(thresholds, 0.999).astype(np.float32)
 
 
 def _loo_accuracy(x: np.ndarray, targets: np.ndarray, scope: np.ndarray, judged: np.ndarray, num_classes: int,
@@ -276,14 +278,14 @@ def adapt(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[Class
     weight, bias = inner_loop(x, targets, len(classes), params, steps, step_size, scope)
     prototypes, floors = _prototypes(x.astype(np.float32), targets, classes)
     judged = np.ones(len(x), bool) if judged is None else np.asarray(judged, bool)
-    calibration, alarm = calibrate(_cross_fitted_logits(x, targets, scope, len(classes), params, steps, step_size),
-                                   targets, classes)
+    temperature, alarm = calibrate(_cross_fitted_logits(x, targets, scope, len(classes), params, steps, step_size),
+                                   targets, classes, scope)
     for k, spec in enumerate(classes):
         if thresholds and spec.name in thresholds:
             alarm[k] = thresholds[spec.name]
     head = Head(tuple(c.name for c in classes), weight, bias, tuple(c.normal for c in classes),
                 tuple(tuple(c.regions) for c in classes), threshold, params.logit_scale, version, dict(info or {}),
-                prototypes, floors, {r: c.astype(np.float32) for r, c in centers.items()}, calibration, alarm)
+                prototypes, floors, {r: c.astype(np.float32) for r, c in centers.items()}, temperature, alarm)
     loo = _loo_accuracy(x, targets, scope, judged, len(classes), params, steps, step_size)
     counts = Counter(labels)
     judged_classes = {labels[i] for i in np.flatnonzero(judged)}

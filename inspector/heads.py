@@ -7,10 +7,10 @@ dimensions that tell a fault apart carry the decision (SimpleShot's CL2N, per re
 whether it is a fault or a normal ("no fault") class, and which regions it applies to, so a
 track fault is never reported on the catenary.
 
-A crop's score for its top class is a calibrated probability, not the saturated softmax: each
-class's log-odds against the other classes of the region go through a Platt scaling fitted on
-cross-fitted support logits (``calibration``). A fault is called only when that probability
-clears the class's alarm threshold (``thresholds``) and, where the head carries class prototypes,
+A crop's score for its top class is a calibrated probability, not the saturated softmax: the
+logits are divided by a temperature fitted on cross-fitted support logits (``temperature``,
+Guo et al. 2017). A fault is called only when that probability exceeds the class's alarm
+threshold (``thresholds``) and, where the head carries class prototypes,
 the crop is at least as similar to that class's prototype as the class's own examples were
 (``similarity_floor``): a crop unlike anything labelled is "none of these", not a fault.
 """
@@ -26,7 +26,6 @@ import numpy as np
 from inspector.errors import BundleError
 
 HEAD_FORMAT_VERSION = 1
-LOG_ODDS_LIMIT = 50.0  # calibration is fitted, and applied, on log-odds within +-this
 
 
 def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
@@ -39,30 +38,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=1, keepdims=True)
     return shifted
-
-
-def class_log_odds(logits: np.ndarray) -> np.ndarray:
-    """N x C: each class's logit against the log-sum-exp of the others (-inf where a class is out
-    of scope; +inf where it is the only one in scope)."""
-    out = np.empty_like(logits, dtype=np.float64)
-    for k in range(logits.shape[1]):
-        others = np.delete(logits, k, axis=1).astype(np.float64)
-        top = others.max(axis=1, keepdims=True) if others.shape[1] else np.full((len(logits), 1), -np.inf)
-        finite = np.isfinite(top[:, 0])
-        rest = np.full(len(logits), -np.inf)
-        rest[finite] = top[finite, 0] + np.log(np.exp(others[finite] - top[finite]).sum(axis=1))
-        with np.errstate(invalid="ignore"):
-            out[:, k] = np.where(np.isfinite(logits[:, k]), logits[:, k] - rest, -np.inf)
-    return out
-
-
-def platt(log_odds: np.ndarray, calibration: np.ndarray) -> np.ndarray:
-    """Calibrated probability sigma(a * s + b) per class, from Platt parameters (C x 2). Log-odds
-    are clipped to the range the calibration was fitted on: a crop beyond every example is no
-    surer than the surest of them. Out of scope (-inf): 0."""
-    clipped = np.clip(log_odds, -LOG_ODDS_LIMIT, LOG_ODDS_LIMIT)
-    z = calibration[:, 0] * clipped + calibration[:, 1]
-    return np.where(np.isneginf(log_odds), 0.0, 0.5 * (1.0 + np.tanh(0.5 * z)))
 
 
 @dataclass(frozen=True)
@@ -88,7 +63,7 @@ class Head:
     prototypes: np.ndarray | None = None  # C x D, unit length: mean support feature per class
     similarity_floor: np.ndarray | None = None  # C: lowest cosine similarity a fault call needs
     centers: dict[str, np.ndarray] = field(default_factory=dict)  # region ("*": any) -> D
-    calibration: np.ndarray | None = None  # C x 2: Platt (a, b) on each class's log-odds
+    temperature: float | None = None  # logits / temperature give calibrated probabilities; None: not fitted
     thresholds: np.ndarray | None = None  # C: alarm threshold per class on the calibrated score
 
     def __post_init__(self) -> None:
@@ -103,8 +78,8 @@ class Head:
                 self.prototypes is not None and (self.prototypes.shape != self.weight.shape
                                                  or self.similarity_floor.shape != (count,))):
             raise ValueError("prototypes (C x D) and similarity_floor (C) go together")
-        if self.calibration is not None and self.calibration.shape != (count, 2):
-            raise ValueError("calibration must be C x 2 (Platt a, b per class)")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ValueError("the temperature must be positive")
         if self.thresholds is not None and self.thresholds.shape != (count,):
             raise ValueError("thresholds must hold one value per class")
 
@@ -155,11 +130,8 @@ class Head:
         return self.thresholds[class_index]
 
     def scores(self, logits: np.ndarray) -> np.ndarray:
-        """N x C calibrated probability of each class against the others in scope (classes out of
-        scope carry logit -inf); the softmax where the head has no calibration."""
-        if self.calibration is None:
-            return softmax(logits)
-        return platt(class_log_odds(logits), self.calibration)
+        """N x C calibrated class probabilities (classes out of scope carry logit -inf)."""
+        return softmax(logits / (self.temperature or 1.0))
 
     def classify(self, embeddings: np.ndarray, region: str) -> Prediction:
         """Top class per crop of one region, among the classes in scope for that region."""
@@ -172,7 +144,7 @@ class Head:
         logits[:, ~mask] = -np.inf
         top = logits.argmax(axis=1)
         score = self.scores(logits)[np.arange(n), top].astype(np.float32)
-        fault = ~np.asarray(self.normal, bool)[top] & (score >= self.threshold_of(top)) & self.known(features, top)
+        fault = ~np.asarray(self.normal, bool)[top] & (score > self.threshold_of(top)) & self.known(features, top)
         return Prediction(top, score, fault)
 
     def with_thresholds(self, thresholds: np.ndarray) -> Head:
@@ -185,7 +157,8 @@ class Head:
         return json.dumps({"format_version": HEAD_FORMAT_VERSION, "classes": list(self.classes),
                            "normal": list(self.normal), "regions": [list(r) for r in self.regions],
                            "threshold": self.threshold, "logit_scale": self.logit_scale,
-                           "version": self.version, "info": self.info, "center_regions": list(self.centers)},
+                           "version": self.version, "info": self.info, "center_regions": list(self.centers),
+                           "temperature": self.temperature},
                           indent=2) + "\n"
 
     def to_npz(self) -> bytes:
@@ -195,8 +168,6 @@ class Head:
                           similarity_floor=self.similarity_floor.astype(np.float32))
         if self.centers:
             arrays["centers"] = np.stack([c.astype(np.float32) for c in self.centers.values()])
-        if self.calibration is not None:
-            arrays["calibration"] = self.calibration.astype(np.float32)
         if self.thresholds is not None:
             arrays["thresholds"] = self.thresholds.astype(np.float32)
         buffer = io.BytesIO()
@@ -215,7 +186,7 @@ class Head:
                        tuple(bool(v) for v in meta["normal"]), tuple(tuple(r) for r in meta.get("regions", [])),
                        float(meta["threshold"]), float(meta["logit_scale"]), int(meta.get("version", 1)),
                        dict(meta.get("info", {})), arrays.get("prototypes"), arrays.get("similarity_floor"),
-                       centers, arrays.get("calibration"), arrays.get("thresholds"))
+                       centers, meta.get("temperature"), arrays.get("thresholds"))
         except (OSError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{type(exc).__name__}: {exc}") from None
 
