@@ -187,18 +187,18 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, weight: np.ndarray)
     of the logits. Logits that point the wrong way drive beta to its floor: uniform probabilities
     (no alarm), never inverted ones."""
     finite = np.isfinite(logits)
-    l = np.where(finite, logits, 0.0)
-    rows = np.arange(len(l))
+    raw = np.where(finite, logits, 0.0)
+    rows = np.arange(len(raw))
     counts = np.bincount(targets)
     others = np.maximum(finite.sum(axis=1) - 1, 1)
     spread = 1.0 / (counts[targets] + 2)  # the probability mass the target gives up
     aim = np.where(finite, (spread / others)[:, None], 0.0)
     aim[rows, targets] = np.where(finite.sum(axis=1) > 1, 1.0 - spread, 1.0)
-    aimed = (aim * l).sum(axis=1)
+    aimed = (aim * raw).sum(axis=1)
     w = weight / weight.sum()
 
     def loss(log_beta: float) -> float:
-        z = np.where(finite, np.exp(log_beta) * l, -np.inf)
+        z = np.where(finite, np.exp(log_beta) * raw, -np.inf)
         top = z.max(axis=1)
         return float(w @ (top + np.log(np.exp(z - top[:, None]).sum(axis=1)) - np.exp(log_beta) * aimed))
 

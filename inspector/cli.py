@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("videos", nargs="*", type=Path, metavar="VIDEO")
     scan.add_argument("--project", type=Path, required=True, metavar="DIR", help="project folder (created if new)")
     scan.add_argument("--bundle", type=Path, metavar="DIR", help="model bundle folder (default: the shipped one)")
-    scan.add_argument("--profile", metavar="NAME|FILE", help="region profile: shipped name or TOML file (default: demo)")
+    scan.add_argument("--profile", metavar="NAME|FILE", help="region profile: shipped name or TOML file (default: the shipped profile drawn for the video's "
+                           "frame size, else the generic full-frame tiling, said on the video's first line)")
     rate = scan.add_mutually_exclusive_group()
     rate.add_argument("--step", type=_positive_int, default=1, metavar="N", help="classify every N-th frame (default 1)")
     rate.add_argument("--fps", type=_positive_float, metavar="F", help="classify about F frames per second of video")
@@ -273,15 +274,18 @@ def _reclassify(store, head) -> None:
 
 def _scan_videos(args: argparse.Namespace, bundle, store, head) -> int:
     from inspector.backbone import Backbone
-    from inspector.regions import load_profile
+    from inspector.regions import GENERIC_PROFILE, load_profile
     from inspector.scan import Scanner, ScanResult, scan_many
+    from inspector.video import VideoReader
 
-    profile = load_profile(args.profile)
+    profile = load_profile(args.profile) if args.profile else None
     backbone = Backbone(bundle, args.precision, args.threads)
     scanner = Scanner(store, backbone, head, profile, step=args.step, target_fps=args.fps,
                       keep_embeddings=not args.no_embeddings)
-    print(f"bundle {bundle.name} ({backbone.precision}, {backbone.provider}), profile {profile.name}, "
-          f"{len(scanner.specs)} crops per frame, project {args.project}", file=sys.stderr)
+    regions = (f"profile {profile.name}, {len(profile.crop_specs())} crops per frame" if profile else
+               "profile by frame size (no --profile)")
+    print(f"bundle {bundle.name} ({backbone.precision}, {backbone.provider}), {regions}, project {args.project}",
+          file=sys.stderr)
     bar = ProgressBar()
     total = len(args.videos)
     current = 0  # number of the video being scanned, for the bar's label
@@ -309,6 +313,20 @@ def _scan_videos(args: argparse.Namespace, bundle, store, head) -> int:
     def on_start(index: int, path: Path) -> None:
         nonlocal current
         current = index + 1
+        if profile is not None:
+            return
+        try:
+            with VideoReader(path) as reader:
+                info = reader.info
+        except InspectorError:
+            return  # the scan itself names the bad file
+        chosen = scanner.profile_of(info)
+        if chosen.name == GENERIC_PROFILE:
+            print(f"inspector: warning: {path.name}: no shipped profile is drawn for {info.width}x{info.height} "
+                  f"footage; scanning the whole frame in {len(chosen.crop_specs())} tiles ({GENERIC_PROFILE}); "
+                  "give --profile with your camera's catenary and track regions", file=sys.stderr)
+        else:
+            print(f"{path.name}: profile {chosen.name} (drawn for {info.width}x{info.height})", file=sys.stderr)
 
     try:
         results, failed = scan_many(scanner, args.videos, progress, None, on_start, on_result, on_error)

@@ -33,7 +33,7 @@ from inspector.backbone import Backbone
 from inspector.bundle import Bundle
 from inspector.errors import InspectorError
 from inspector.heads import Head
-from inspector.regions import CropSpec, RegionProfile, parse_profile
+from inspector.regions import CropSpec, RegionProfile, parse_profile, profile_for
 from inspector.store import ExampleRow, FindingRecord, Store
 from inspector.video import VideoReader
 
@@ -438,9 +438,8 @@ class FaultLibrary:
         for scan in reversed(self.store.scans()):
             if scan.video_id == video_id:
                 return parse_profile(scan.profile_text, f"profile of scan {scan.id}")
-        from inspector.regions import load_profile
-
-        return load_profile(None)
+        video = self.store.video(video_id)
+        return profile_for(video.width, video.height)
 
     def _example_rows(self, examples: list[LabelledExample], profile: RegionProfile | None,
                       source: str = "operator", keep_known: bool = False) -> list[ExampleRow]:

@@ -3,6 +3,7 @@
 A profile is a TOML file (one per camera set-up, shipped ones in ``assets/profiles/``)::
 
     name = "cab-camera"
+    frame_size = [1920, 1080]        # optional: the camera's frame size (chosen for such videos)
     [[regions]]
     name = "track"
     box = [0.30, 0.45, 0.70, 1.00]   # x0, y0, x1, y1 as fractions of the frame
@@ -23,7 +24,7 @@ import numpy as np
 from inspector.assets import assets_dir
 from inspector.errors import ProfileError
 
-DEFAULT_PROFILE = "demo"
+GENERIC_PROFILE = "full-frame"  # for footage no profile's frame_size matches
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class RegionProfile:
     regions: tuple[Region, ...]
     crop_size: int | None
     source: str  # the TOML text, so a scan can record exactly what it used
+    frame_size: tuple[int, int] | None = None  # the camera's frame size it was drawn for
 
     @property
     def digest(self) -> str:
@@ -123,14 +125,18 @@ def parse_profile(text: str, where: str = "profile") -> RegionProfile:
     crop_size = data.get("crop_size")
     if crop_size is not None and (not isinstance(crop_size, int) or not 16 <= crop_size <= 1024):
         raise ProfileError(f"{where}: crop_size must be a whole number of pixels (16..1024)")
+    frame_size = data.get("frame_size")
+    if frame_size is not None and (not isinstance(frame_size, list) or len(frame_size) != 2
+                                   or not all(isinstance(v, int) and v > 0 for v in frame_size)):
+        raise ProfileError(f"{where}: frame_size must be [width, height] in pixels")
     name = data.get("name", Path(where).stem)
-    return RegionProfile(str(name), regions, crop_size, text)
+    return RegionProfile(str(name), regions, crop_size, text, tuple(frame_size) if frame_size else None)
 
 
-def load_profile(name_or_path: str | Path | None = None) -> RegionProfile:
+def load_profile(name_or_path: str | Path) -> RegionProfile:
     """A shipped profile by name (``demo``) or a TOML file by path."""
     profiles = assets_dir() / "profiles"
-    candidate = Path(name_or_path or DEFAULT_PROFILE)
+    candidate = Path(name_or_path)
     if candidate.suffix != ".toml":
         shipped = profiles / f"{candidate}.toml"
         if shipped.is_file():
@@ -143,3 +149,13 @@ def load_profile(name_or_path: str | Path | None = None) -> RegionProfile:
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"profile {candidate}: cannot be read ({exc})") from None
     return parse_profile(text, str(candidate))
+
+
+def profile_for(width: int, height: int) -> RegionProfile:
+    """The shipped profile drawn for this frame size; for any other size the generic full-frame
+    tiling (callers say so: never a camera's layout applied to another camera's footage)."""
+    for path in sorted((assets_dir() / "profiles").glob("*.toml")):
+        profile = load_profile(path)
+        if profile.frame_size == (width, height):
+            return profile
+    return load_profile(GENERIC_PROFILE)

@@ -21,9 +21,9 @@ from inspector.decide import decide
 from inspector.errors import BundleError, InspectorError, ProfileError, StoreError
 from inspector.findings import group_findings
 from inspector.heads import Head
-from inspector.regions import CropSpec, RegionProfile, crop_frame, parse_profile
+from inspector.regions import CropSpec, RegionProfile, crop_frame, parse_profile, profile_for
 from inspector.store import DetectionRow, Store
-from inspector.video import VideoReader, step_for_rate
+from inspector.video import VideoInfo, VideoReader, step_for_rate
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,15 @@ _END = object()
 
 
 class Scanner:
-    """Scans videos of one project with one backbone, head and region profile."""
+    """Scans videos of one project with one backbone and head, and one region profile (``None``:
+    each video gets the profile drawn for its frame size, see ``regions.profile_for``)."""
 
-    def __init__(self, store: Store, backbone: Backbone, head: Head, profile: RegionProfile,
+    def __init__(self, store: Store, backbone: Backbone, head: Head, profile: RegionProfile | None,
                  step: int = 1, target_fps: float | None = None, batch_size: int = 32,
                  keep_embeddings: bool = True) -> None:
         bundle = backbone.bundle
-        if profile.crop_size is not None and profile.crop_size != bundle.input_size:
-            raise ProfileError(f"profile {profile.name}: crop_size {profile.crop_size} does not match the bundle's "
-                               f"input size {bundle.input_size}; remove crop_size or use a matching bundle")
+        if profile is not None:
+            self._check(profile, bundle.input_size)
         if head.embedding_size != bundle.embedding_size:
             raise BundleError(f"head has {head.embedding_size}-d weights but the bundle embeds to "
                               f"{bundle.embedding_size}-d; use a head made for this bundle")
@@ -81,8 +81,21 @@ class Scanner:
         self.target_fps = target_fps
         self.batch_size = batch_size
         self.keep_embeddings = keep_embeddings
-        self.specs: list[CropSpec] = profile.crop_specs()
         self._bundle_digest = bundle.digest
+
+    @staticmethod
+    def _check(profile: RegionProfile, input_size: int) -> None:
+        if profile.crop_size is not None and profile.crop_size != input_size:
+            raise ProfileError(f"profile {profile.name}: crop_size {profile.crop_size} does not match the bundle's "
+                               f"input size {input_size}; remove crop_size or use a matching bundle")
+
+    def profile_of(self, info: VideoInfo) -> RegionProfile:
+        """The profile a video is scanned with."""
+        if self.profile is not None:
+            return self.profile
+        profile = profile_for(info.width, info.height)
+        self._check(profile, self.backbone.bundle.input_size)
+        return profile
 
     def scan(self, path: Path | str, progress: ProgressCallback | None = None,
              cancel: threading.Event | None = None) -> ScanResult:
@@ -93,10 +106,15 @@ class Scanner:
         reader = VideoReader(path)
         info = reader.info
         step = self.step if self.target_fps is None else step_for_rate(info, self.target_fps)
+        try:
+            profile = self.profile_of(info)
+        except InspectorError:
+            reader.close()
+            raise
+        specs = profile.crop_specs()
         video = self.store.add_video(info)
         record = self.store.open_scan(video.id, self._bundle_digest, self.backbone.bundle.name,
-                                      self.backbone.precision, self.profile.name, self.profile.digest,
-                                      self.profile.source, step)
+                                      self.backbone.precision, profile.name, profile.digest, profile.source, step)
         if record.status == "done":
             reader.close()
             message = "already scanned with this bundle, profile and step"
@@ -110,7 +128,8 @@ class Scanner:
         cancel = cancel or threading.Event()
         frames: queue.Queue = queue.Queue(QUEUE_FRAMES)
         failure: list[BaseException] = []
-        decoder = threading.Thread(target=self._decode, args=(reader, record.next_frame, step, frames, cancel, failure),
+        decoder = threading.Thread(target=self._decode,
+                                   args=(reader, specs, record.next_frame, step, frames, cancel, failure),
                                    name="inspector-decode", daemon=True)
         decoder.start()
         samples = 0
@@ -125,8 +144,8 @@ class Scanner:
                     finished = True
                 else:
                     batch.append(item)
-                if batch and (finished or len(batch) * len(self.specs) >= self.batch_size):
-                    self._classify_and_store(record.id, batch, step, frames_done + len(batch),
+                if batch and (finished or len(batch) * len(specs) >= self.batch_size):
+                    self._classify_and_store(record.id, specs, batch, step, frames_done + len(batch),
                                              record.decode_errors + reader.decode_errors)
                     samples += len(batch)
                     frames_done += len(batch)
@@ -172,12 +191,12 @@ class Scanner:
         except InspectorError as exc:
             log.warning("could not mark scan %d as interrupted: %s", scan_id, exc)
 
-    def _decode(self, reader: VideoReader, start: int, step: int, out: queue.Queue, cancel: threading.Event,
-                failure: list[BaseException]) -> None:
+    def _decode(self, reader: VideoReader, specs: list[CropSpec], start: int, step: int, out: queue.Queue,
+                cancel: threading.Event, failure: list[BaseException]) -> None:
         size = self.backbone.bundle.input_size
         try:
             for frame in reader.frames(start=start, step=step):
-                crops = crop_frame(frame.image, self.specs, size)
+                crops = crop_frame(frame.image, specs, size)
                 while not cancel.is_set():
                     try:
                         out.put((frame.index, crops), timeout=0.1)
@@ -191,19 +210,19 @@ class Scanner:
         finally:
             out.put(_END)
 
-    def _classify_and_store(self, scan_id: int, batch: list[tuple[int, np.ndarray]], step: int, frames_done: int,
-                            decode_errors: int) -> None:
+    def _classify_and_store(self, scan_id: int, specs: list[CropSpec], batch: list[tuple[int, np.ndarray]], step: int,
+                            frames_done: int, decode_errors: int) -> None:
         crops = np.concatenate([c for _, c in batch])
         embeddings = self.backbone.embed(crops, batch_size=max(self.batch_size, len(crops)))
-        per_frame = len(self.specs)
-        pred = decide(self.head, embeddings, [spec.region for _ in batch for spec in self.specs])
+        per_frame = len(specs)
+        pred = decide(self.head, embeddings, [spec.region for _ in batch for spec in specs])
         rows = [DetectionRow(frame, spec.name, spec.region, self.head.classes[k], float(pred.score[i]),
                              bool(pred.is_fault[i]))
-                for f, (frame, _) in enumerate(batch) for j, spec in enumerate(self.specs)
+                for f, (frame, _) in enumerate(batch) for j, spec in enumerate(specs)
                 if (k := int(pred.class_index[i := f * per_frame + j])) >= 0]
         vectors = embeddings.astype(np.float16)
         stored = ([(frame, spec.name, vectors[i * per_frame + j].tobytes())
-                   for i, (frame, _) in enumerate(batch) for j, spec in enumerate(self.specs)]
+                   for i, (frame, _) in enumerate(batch) for j, spec in enumerate(specs)]
                   if self.keep_embeddings else [])
         self.store.write_batch(scan_id, rows, stored, batch[-1][0] + step, frames_done, decode_errors)
 

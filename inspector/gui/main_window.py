@@ -42,6 +42,7 @@ from inspector.faults import NORMAL
 from inspector.gui.session import ReviewQueue, Session, default_project_for
 from inspector.gui.widgets import FindingsModel, FrameView, Timeline, crop_image
 from inspector.gui.workers import LibraryWorker, LiveInference, ReportWorker, ScanWorker
+from inspector.regions import GENERIC_PROFILE
 from inspector.report import clock
 from inspector.video import VIDEO_SUFFIXES, VideoReader
 
@@ -365,6 +366,9 @@ class MainWindow(QMainWindow):
         self.show_frame(0)
         self.refresh_findings()
         self._refresh_labels()
+        if self.session.profile.name == GENERIC_PROFILE:
+            self.status_text.setText(f"no camera profile is drawn for {reader.info.width}x{reader.info.height} "
+                                     f"footage: the whole frame is cut in {len(self.session.crops)} tiles")
 
     def ask_video(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open video", str(self._last_dir()),
@@ -834,9 +838,10 @@ class MainWindow(QMainWindow):
         if self.scan_worker is not None and self.scan_worker.isRunning():
             self.status_text.setText("a scan is already running")
             return
+        # this video: the regions on screen; a batch: each video's own (by its frame size)
+        profile = None if videos else self.session.profile
         videos = videos or [self.session.video.info.path]
-        self.scan_worker = ScanWorker(self.session.project, self.session.backbone, self.session.head,
-                                      self.session.profile, videos)
+        self.scan_worker = ScanWorker(self.session.project, self.session.backbone, self.session.head, profile, videos)
         self.scan_worker.progress.connect(self._scan_progress)
         self.scan_worker.done.connect(self._scan_done)
         self.scan_worker.failed.connect(lambda message: (self._scan_done(""), self.error(message)))

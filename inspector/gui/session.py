@@ -14,7 +14,7 @@ from inspector.bundle import Bundle, load_bundle
 from inspector.errors import InspectorError
 from inspector.faults import NORMAL, FaultLibrary, LabelledExample, active_head
 from inspector.heads import Head
-from inspector.regions import CropSpec, RegionProfile, load_profile, parse_profile
+from inspector.regions import GENERIC_PROFILE, CropSpec, RegionProfile, load_profile, parse_profile, profile_for
 from inspector.store import STORE_NAME, FindingRecord, ScanRecord, Store
 from inspector.video import Frame, VideoReader
 
@@ -108,11 +108,10 @@ class Session:
         bundle = load_bundle(bundle_dir)
         store = Store(project)
         backbone = backbone if backbone is not None and backbone.bundle.digest == bundle.digest else Backbone(bundle)
-        session = cls(project, bundle, backbone, store, load_profile(None), active_head(store, bundle))
         scans = store.scans()
-        if scans:  # show the profile the project was scanned with
-            session.profile = parse_profile(scans[-1].profile_text, f"profile of scan {scans[-1].id}")
-        return session
+        profile = (parse_profile(scans[-1].profile_text, f"profile of scan {scans[-1].id}") if scans
+                   else load_profile(GENERIC_PROFILE))  # each video opened brings its own
+        return cls(project, bundle, backbone, store, profile, active_head(store, bundle))
 
     @staticmethod
     def is_project(path: Path) -> bool:
@@ -125,11 +124,16 @@ class Session:
 
     # video ----------------------------------------------------------------------------------
     def open_video(self, path: Path) -> VideoReader:
+        """Open a video with its regions: those it was last scanned with, else the shipped profile
+        drawn for its frame size (the generic full-frame tiling for any other size)."""
         reader = VideoReader(path)
         if self.video is not None:
             self.video.close()
         self.video = reader
-        self.store.add_video(reader.info)
+        record = self.store.add_video(reader.info)
+        scans = [s for s in self.store.scans() if s.video_id == record.id]
+        self.profile = (parse_profile(scans[-1].profile_text, f"profile of scan {scans[-1].id}") if scans
+                        else profile_for(reader.info.width, reader.info.height))
         self.labels = self._saved_labels(reader.info.path)
         return reader
 

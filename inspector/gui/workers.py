@@ -82,7 +82,7 @@ class ScanWorker(QThread):
     done = pyqtSignal(str)  # summary line
     failed = pyqtSignal(str)
 
-    def __init__(self, project: Path, backbone: Backbone, head: Head, profile: RegionProfile,
+    def __init__(self, project: Path, backbone: Backbone, head: Head, profile: RegionProfile | None,
                  videos: list[Path], step: int = 1) -> None:
         super().__init__()
         self._args = (project, backbone, head, profile, videos, step)

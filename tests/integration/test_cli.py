@@ -306,3 +306,13 @@ def test_alarm_thresholds(capsys, tmp_path, scan_args, fault_video, tiny_bundle)
         assert_one_clear_line(err, message)
     with Store(project) as store:
         assert store.thresholds() == {} and len(store.head_versions()) == 2
+
+def test_scan_without_a_profile_says_which_regions_it_cuts(capsys, tmp_path, tiny_bundle, fault_video):
+    """160x120 footage matches no camera profile: the generic tiling, said before the scan starts."""
+    code, _, err = run(capsys, "scan", fault_video, "--project", tmp_path / "p", "--bundle", tiny_bundle, "-q")
+    assert code == EXIT_OK, err
+    warning = next(line for line in err.splitlines() if "no shipped profile" in line)
+    assert "160x120" in warning and "full-frame" in warning and "--profile" in warning
+    assert err.index(warning) < err.index("frames classified")
+    with Store(tmp_path / "p") as store:
+        assert store.scans()[0].profile_name == "full-frame"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from inspector.errors import ProfileError
-from inspector.regions import crop_frame, load_profile, parse_profile
+from inspector.regions import GENERIC_PROFILE, crop_frame, load_profile, parse_profile, profile_for
 from tests.factories import PROFILE_TOML
 
 
@@ -54,3 +54,16 @@ def test_bad_profiles_give_one_clear_line(text, message):
 def test_unknown_profile_lists_the_shipped_ones(tmp_path):
     with pytest.raises(ProfileError, match="shipped: .*demo"):
         load_profile("no-such-profile")
+
+
+def test_a_video_gets_the_profile_drawn_for_its_frame_size():
+    """Never the demo camera's layout on other footage: another size gets the generic tiling."""
+    assert profile_for(960, 540).name == "demo"
+    generic = profile_for(1920, 1080)
+    assert generic.name == GENERIC_PROFILE and {s.region for s in generic.crop_specs()} == {"frame"}
+    assert len(generic.crop_specs()) == 8
+
+
+def test_frame_size_must_be_two_positive_whole_numbers():
+    with pytest.raises(ProfileError, match="frame_size must be"):
+        parse_profile('frame_size = [960]\n[[regions]]\nname = "a"\nbox = [0, 0, 1, 1]\n')
