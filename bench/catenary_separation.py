@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inspector.faults import read_examples  # noqa: E402
+from inspector.examples import read_examples  # noqa: E402
 from inspector.regions import crop_frame, load_profile  # noqa: E402
 from inspector.video import VideoReader  # noqa: E402
 from training.demo_truth import load_truth  # noqa: E402

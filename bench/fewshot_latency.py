@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 from inspector.adapt import ClassSpec, adapt, embed_support  # noqa: E402
 from inspector.backbone import Backbone  # noqa: E402
 from inspector.bundle import load_bundle  # noqa: E402
-from inspector.faults import FaultLibrary, active_head, read_examples  # noqa: E402
+from inspector.examples import read_examples  # noqa: E402
+from inspector.faults import FaultLibrary, active_head  # noqa: E402
 from inspector.regions import load_profile  # noqa: E402
 from inspector.scan import Scanner, reclassify  # noqa: E402
 from inspector.store import DetectionRow, Store  # noqa: E402

@@ -55,7 +55,8 @@ def main() -> int:
     from PyQt6.QtCore import QSettings
     from PyQt6.QtWidgets import QApplication
 
-    from inspector.faults import FaultLibrary, active_head, read_examples
+    from inspector.examples import read_examples
+    from inspector.faults import FaultLibrary, active_head
     from inspector.gui.main_window import MainWindow
     from inspector.scan import reclassify
     from inspector.store import Store

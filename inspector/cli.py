@@ -18,6 +18,7 @@ from pathlib import Path
 
 from inspector import __version__
 from inspector.errors import InspectorError
+from inspector.status import Review, ScanState
 
 log = logging.getLogger("inspector")
 
@@ -181,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     findings = sub.add_parser("findings", help="list a project's findings (for scripts: --json)")
     findings.add_argument("--project", type=Path, required=True, metavar="DIR")
-    findings.add_argument("--status", choices=("open", "confirmed", "rejected"), help="only findings with this status")
+    findings.add_argument("--status", choices=tuple(Review), help="only findings with this status")
     findings.add_argument("--json", action="store_true", help="one JSON object per line")
 
     review = sub.add_parser("review", help="confirm or reject a finding (as C / X in the app)")
@@ -298,7 +299,7 @@ def _scan_videos(args: argparse.Namespace, bundle, store, head) -> int:
     def on_result(result: ScanResult) -> None:
         if not args.quiet and result.samples:
             bar.finish()
-        if result.status == "skipped":
+        if result.status == ScanState.SKIPPED:
             line = f"{result.video}: {result.message} ({result.findings} findings)"
         else:
             line = (f"{result.video}: {result.status}, {result.samples} frames classified, "
@@ -414,7 +415,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
     if args.as_class and not args.confirm:
         raise InspectorError("--as CLASS goes with --confirm: a rejected finding is no fault of any class")
-    status = "confirmed" if args.confirm else "rejected" if args.reject else "open"
+    status = Review.CONFIRMED if args.confirm else Review.REJECTED if args.reject else Review.OPEN
     bundle = load_bundle(args.bundle)
     with _existing_project(args.project) as store:
         finding = store.finding(args.finding)
@@ -517,7 +518,8 @@ def _print_quality(change) -> None:
 def cmd_faults(args: argparse.Namespace) -> int:
     from inspector.backbone import Backbone
     from inspector.bundle import load_bundle
-    from inspector.faults import FaultLibrary, active_head, read_examples
+    from inspector.examples import read_examples
+    from inspector.faults import FaultLibrary, active_head
     from inspector.regions import load_profile
     from inspector.store import STORE_NAME
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from inspector.errors import InspectorError
 from inspector.positions import Location, Locator
+from inspector.status import Review
 from inspector.store import FindingRecord, ScanRecord, Store
 
 
@@ -108,7 +109,7 @@ def place(store: Store, scan: ScanRecord, by_time: bool, locator: Locator) -> tu
     video = store.video(scan.video_id)
     placed, unlocated = [], 0
     for f in store.findings(scan.id):
-        if f.status == "rejected":
+        if f.status == Review.REJECTED:
             continue
         t = f.best_frame / video.fps
         if by_time:

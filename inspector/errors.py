@@ -23,3 +23,7 @@ class ProfileError(InspectorError):
 
 class StoreError(InspectorError):
     """The project store cannot be created, opened or written."""
+
+
+class FaultLibraryError(InspectorError):
+    """An examples file or a library change that cannot be carried out."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from itertools import groupby
 
+from inspector.status import Review
 from inspector.store import DetectionRow, FindingRecord
 
 
@@ -35,4 +36,4 @@ def group_findings(detections: Iterable[DetectionRow], step: int, max_gap: int =
 def _finding(run: list[DetectionRow], scan_id: int) -> FindingRecord:
     best = max(run, key=lambda d: d.score)
     return FindingRecord(0, scan_id, best.crop, best.region, best.class_name or "", run[0].frame,
-                         run[-1].frame, best.frame, float(best.score), len(run), "open")
+                         run[-1].frame, best.frame, float(best.score), len(run), Review.OPEN)

@@ -19,6 +19,7 @@ import cv2
 from inspector.errors import InspectorError, StoreError
 from inspector.positions import Location, Locator
 from inspector.regions import CropSpec, parse_profile
+from inspector.status import Review
 from inspector.store import FindingRecord, ScanRecord, Store, VideoRecord
 from inspector.video import VideoReader
 
@@ -87,7 +88,7 @@ def _timeline_svg(video: VideoRecord, findings: list[FindingRecord], colours: di
         for f in (f for f in findings if f.class_name == name):
             x0, x1 = x(f.start_frame), x(f.end_frame + 1)
             parts.append(f'<a href="#f{f.id}"><rect x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 2):.1f}" '
-                         f'height="{lane - 6}" fill="{colours[name]}" opacity="{0.35 if f.status == "rejected" else 0.9}">'
+                         f'height="{lane - 6}" fill="{colours[name]}" opacity="{0.35 if f.status == Review.REJECTED else 0.9}">'
                          f'<title>{html.escape(name)} {clock(f.start_frame / video.fps)} score {f.best_score:.2f}'
                          f'</title></rect></a>')
     axis_y = height - 8
@@ -194,7 +195,7 @@ def _render(store: Store, scans: list[ScanRecord], by_scan: dict[int, list[Findi
         c = counts[name]
         parts.append(f"<tr><td><span class='swatch' style='background:{colours[name]}'></span>{esc(name)}</td>"
                      f"<td class='num'>{sum(c.values())}</td><td class='num'>{c['confirmed']}</td>"
-                     f"<td class='num'>{c['rejected']}</td><td class='num'>{c['open']}</td></tr>")
+                     f"<td class='num'>{c[Review.REJECTED]}</td><td class='num'>{c[Review.OPEN]}</td></tr>")
     if not counts:
         parts.append("<tr><td colspan='5'>No faults found.</td></tr>")
     parts.append("</table>")

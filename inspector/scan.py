@@ -22,6 +22,7 @@ from inspector.errors import BundleError, InspectorError, ProfileError, StoreErr
 from inspector.findings import group_findings
 from inspector.heads import Head
 from inspector.regions import CropSpec, RegionProfile, crop_frame, parse_profile, profile_for
+from inspector.status import ScanState
 from inspector.store import DetectionRow, Store
 from inspector.video import VideoInfo, VideoReader, step_for_rate
 
@@ -115,13 +116,13 @@ class Scanner:
         video = self.store.add_video(info)
         record = self.store.open_scan(video.id, self._bundle_digest, self.backbone.bundle.name,
                                       self.backbone.precision, profile.name, profile.digest, profile.source, step)
-        if record.status == "done":
+        if record.status == ScanState.DONE:
             reader.close()
             message = "already scanned with this bundle, profile and step"
             if record.classified_with != self.head.version:
                 reclassify(self.store, self.head, scan_ids=[record.id])
                 message += f"; classified again with head version {self.head.version}"
-            return ScanResult(path, record.id, "skipped", 0, self.store.detection_count(record.id),
+            return ScanResult(path, record.id, ScanState.SKIPPED, 0, self.store.detection_count(record.id),
                               len(self.store.findings(record.id)), record.decode_errors, 0.0, message)
         if record.next_frame:
             log.info("%s: resuming at frame %d of %d", path, record.next_frame, info.frame_count)
@@ -168,16 +169,16 @@ class Scanner:
         findings = group_findings(self.store.detections(record.id, faults_only=True), step, scan_id=record.id)
         self.store.replace_findings(record.id, findings)
         if cancel.is_set():
-            status, message = "interrupted", "cancelled; run the same scan to resume"
+            status, message = ScanState.INTERRUPTED, "cancelled; run the same scan to resume"
             self.store.finish_scan(record.id, status, message)
         elif reader.stopped_early:
             last = self.store.scan(record.id).next_frame
-            status = "partial"
+            status = ScanState.PARTIAL
             message = (f"stops decoding near frame {last} of {info.frame_count}: the file is truncated or "
                        "damaged; results up to there are kept, copy the file again to scan the rest")
             self.store.finish_scan(record.id, status, message)
         else:
-            status = "done"
+            status = ScanState.DONE
             message = f"{errors} frames could not be decoded and were skipped" if errors else ""
             self.store.finish_scan(record.id, status, message or None)
         self.store.set_classified_with(record.id, self.head.version)
@@ -187,7 +188,7 @@ class Scanner:
     def _mark_interrupted(self, scan_id: int) -> None:
         """Best effort: the stored batches and ``next_frame`` are what resuming relies on."""
         try:
-            self.store.finish_scan(scan_id, "interrupted", "stopped before the end; run the same scan to resume")
+            self.store.finish_scan(scan_id, ScanState.INTERRUPTED, "stopped before the end; run the same scan to resume")
         except InspectorError as exc:
             log.warning("could not mark scan %d as interrupted: %s", scan_id, exc)
 
@@ -314,6 +315,6 @@ def scan_many(scanner: Scanner, videos: list[Path], progress: ProgressCallback |
         results.append(result)
         if on_result:
             on_result(result)
-        if result.status == "partial":
+        if result.status == ScanState.PARTIAL:
             failed.append(path)
     return results, failed

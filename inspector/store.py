@@ -19,6 +19,7 @@ import numpy as np
 
 from inspector.errors import StoreError
 from inspector.positions import Fix, Mast
+from inspector.status import Review
 from inspector.video import VideoInfo
 
 STORE_NAME = "project.sqlite"
@@ -145,9 +146,6 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE examples ADD COLUMN finding_id INTEGER;
     """,
 )
-
-REVIEW_STATUSES = ("open", "confirmed", "rejected")
-
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -457,7 +455,7 @@ class Store:
                               and record.start_frame <= f.end_frame and f.start_frame <= record.end_frame), None)
                 if match is None:
                     rows.append((None, f.crop, f.region, f.class_name, f.start_frame, f.end_frame, f.best_frame,
-                                 f.best_score, f.frames, "open", None, None))
+                                 f.best_score, f.frames, Review.OPEN, None, None))
                     continue
                 record, at = match
                 taken.add(record.id)
@@ -465,7 +463,7 @@ class Store:
                              f.best_score, f.frames, record.status, at, record.reviewed_class))
             rows += [(r.id, r.crop, r.region, r.class_name, r.start_frame, r.end_frame, r.best_frame, r.best_score,
                       r.frames, r.status, at, r.reviewed_class)
-                     for r, at in old if r.id not in taken and r.status != "open"]
+                     for r, at in old if r.id not in taken and r.status != Review.OPEN]
             conn.executemany(
                 "INSERT INTO findings(id, scan_id, crop, region, class, start_frame, end_frame, best_frame, "
                 "best_score, frames, status, reviewed_at, reviewed_class) "
@@ -491,14 +489,14 @@ class Store:
         ``learned`` (bundle digest, fault types to create, example rows) is what the library
         learns from it; it replaces whatever an earlier decision on the same crop taught, in the
         same transaction as the decision itself."""
-        if status not in REVIEW_STATUSES:
-            raise StoreError(f"review status must be one of {', '.join(REVIEW_STATUSES)}, not {status!r}")
-        if reviewed_class is not None and status != "confirmed":
+        if status not in tuple(Review):
+            raise StoreError(f"review status must be one of {', '.join(Review)}, not {status!r}")
+        if reviewed_class is not None and status != Review.CONFIRMED:
             raise StoreError("only a confirmed finding can be given another class")
         stamp = now()
         with self.transaction() as conn:
             cur = conn.execute("UPDATE findings SET status=?, reviewed_at=?, reviewed_class=? WHERE id=?",
-                               (status, stamp if status != "open" else None, reviewed_class, finding_id))
+                               (str(status), stamp if status != Review.OPEN else None, reviewed_class, finding_id))
             if cur.rowcount == 0:
                 raise StoreError(f"project store {self.path}: no finding {finding_id}")
             if learned is None:

@@ -44,6 +44,7 @@ from inspector.gui.widgets import FindingsModel, FrameView, Timeline, crop_image
 from inspector.gui.workers import LibraryWorker, LiveInference, ReportWorker, ScanWorker
 from inspector.regions import GENERIC_PROFILE
 from inspector.report import clock
+from inspector.status import Review
 from inspector.video import VIDEO_SUFFIXES, VideoReader
 
 log = logging.getLogger(__name__)
@@ -153,12 +154,12 @@ class MainWindow(QMainWindow):
         self.table.activated.connect(self._seek_to_row)
         self.class_filter = QComboBox()
         self.status_filter = QComboBox()
-        self.status_filter.addItems(["all", "open", "confirmed", "rejected"])
+        self.status_filter.addItems(["all", *Review])
         for box in (self.class_filter, self.status_filter):
             box.currentIndexChanged.connect(lambda _: self.refresh_findings())
         confirm, reject = QPushButton("Confirm (C)"), QPushButton("Reject (X)")
-        confirm.clicked.connect(lambda: self.review("confirmed"))
-        reject.clicked.connect(lambda: self.review("rejected"))
+        confirm.clicked.connect(lambda: self.review(Review.CONFIRMED))
+        reject.clicked.connect(lambda: self.review(Review.REJECTED))
         filters = QHBoxLayout()
         filters.addWidget(self.class_filter)
         filters.addWidget(self.status_filter)
@@ -298,8 +299,8 @@ class MainWindow(QMainWindow):
         self._action(label, "Take the selected example out", self.drop_example, "Delete")
         review = bar.addMenu("&Review")
         self._action(review, "Review open findings", self.start_review, "R")
-        self._action(review, "Confirm finding", lambda: self.review("confirmed"), "C")
-        self._action(review, "Reject finding", lambda: self.review("rejected"), "X")
+        self._action(review, "Confirm finding", lambda: self.review(Review.CONFIRMED), "C")
+        self._action(review, "Reject finding", lambda: self.review(Review.REJECTED), "X")
         self._action(review, "Skip finding", lambda: self._review_move(1), "S")
         self._action(review, "Back to the previous finding", lambda: self._review_move(-1), "Backspace")
         self._action(review, "Next finding (label normal when not reviewing)", self._key_n, "N")
@@ -627,9 +628,9 @@ class MainWindow(QMainWindow):
         assert self.queue is not None
         if self.queue.current is None:
             findings = self.session.store.findings()
-            counts = {s: sum(f.status == s for f in findings) for s in ("confirmed", "rejected", "open")}
+            counts = {s: sum(f.status == s for f in findings) for s in Review}
             self.stop_review(f"review done: {counts['confirmed']} confirmed, {counts['rejected']} rejected, "
-                             f"{counts['open']} still open")
+                             f"{counts[Review.OPEN]} still open")
             return
         if self.session.store.finding(self.queue.current) is None:  # a refit no longer raises it: nothing to review
             self.queue.ids.pop(self.queue.position)
@@ -753,7 +754,7 @@ class MainWindow(QMainWindow):
         if self.queue is not None and key > 0:
             names = self._label_names()
             if key <= len(names):
-                self.review("confirmed", names[key - 1])
+                self.review(Review.CONFIRMED, names[key - 1])
             return
         if self.session is None or self.session.video is None or (self.view.selected is None and self.view.box is None):
             return

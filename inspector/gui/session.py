@@ -12,9 +12,11 @@ from pathlib import Path
 from inspector.backbone import Backbone
 from inspector.bundle import Bundle, load_bundle
 from inspector.errors import InspectorError
-from inspector.faults import NORMAL, FaultLibrary, LabelledExample, active_head
+from inspector.examples import LabelledExample
+from inspector.faults import NORMAL, FaultLibrary, active_head
 from inspector.heads import Head
 from inspector.regions import GENERIC_PROFILE, CropSpec, RegionProfile, load_profile, parse_profile, profile_for
+from inspector.status import Review
 from inspector.store import STORE_NAME, FindingRecord, ScanRecord, Store
 from inspector.video import Frame, VideoReader
 
@@ -52,7 +54,7 @@ class VideoRow:
         total = sum(self.findings.values())
         text = f"{self.path.name} · {self.scan_status}"
         if total:
-            text += f" · {total} findings ({self.findings['open']} open)"
+            text += f" · {total} findings ({self.findings[Review.OPEN]} open)"
         return text + ("" if self.present else " · file missing")
 
 
@@ -67,7 +69,7 @@ class ReviewQueue:
     @classmethod
     def of(cls, findings: list[FindingRecord], order: str = "time") -> ReviewQueue:
         """The open findings by video and time (``time``) or most confident first (``score``)."""
-        waiting = [f for f in findings if f.status == "open"]
+        waiting = [f for f in findings if f.status == Review.OPEN]
         if order == "score":
             waiting.sort(key=lambda f: (-f.best_score, f.scan_id, f.start_frame))
         else:
@@ -85,7 +87,7 @@ class ReviewQueue:
 
     def next_open(self, status_of: Callable[[int], str]) -> int | None:
         for index in range(self.position + 1, len(self.ids)):
-            if status_of(self.ids[index]) == "open":
+            if status_of(self.ids[index]) == Review.OPEN:
                 self.position = index
                 return self.current
         self.position = len(self.ids)
@@ -173,7 +175,7 @@ class Session:
             mine = [s for s in scans if s.video_id == video.id]
             ids = {s.id for s in mine}
             counts = {status: sum(f.scan_id in ids and f.status == status for f in findings)
-                      for status in ("open", "confirmed", "rejected")}
+                      for status in Review}
             rows.append(VideoRow(video.path, mine[-1].status if mine else "not scanned", counts, video.path.is_file()))
         return rows
 

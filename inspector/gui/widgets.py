@@ -8,6 +8,7 @@ from PyQt6.QtWidgets import QSizePolicy, QWidget
 
 from inspector.regions import CropSpec
 from inspector.report import PALETTE, clock
+from inspector.status import Review
 from inspector.store import FindingRecord
 
 
@@ -197,12 +198,12 @@ class Timeline(QWidget):
                 x1 = (f.end_frame + 1) / self._frames * self.width()
                 colour = colour_for(name, names)
                 box = QRectF(x0, y, max(x1 - x0, 2), lane - 2)
-                if f.status == "rejected":  # faded and struck through
+                if f.status == Review.REJECTED:  # faded and struck through
                     colour.setAlpha(60)
                     painter.fillRect(box, colour)
                     painter.setPen(QPen(QColor("#bbbbbb"), 1))
                     painter.drawLine(box.bottomLeft(), box.topRight())
-                elif f.status == "confirmed":  # solid with a white frame
+                elif f.status == Review.CONFIRMED:  # solid with a white frame
                     painter.fillRect(box, colour)
                     painter.setPen(QPen(QColor("white"), 1.5))
                     painter.drawRect(box.adjusted(0.5, 0.5, -0.5, -0.5))
@@ -255,11 +256,11 @@ class FindingsModel(QAbstractTableModel):
             return (clock(f.start_frame / self.fps), f.crop, name, f"{f.best_score:.2f}", str(f.frames),
                     f.status)[index.column()]
         if role == Qt.ItemDataRole.ForegroundRole:
-            if f.status == "rejected":
+            if f.status == Review.REJECTED:
                 return QColor("#888888")
             if index.column() == 5:
-                return QColor({"confirmed": "#1a7f37"}.get(f.status, "#9a6700"))
-        if role == Qt.ItemDataRole.FontRole and f.status == "rejected":
+                return QColor({Review.CONFIRMED: "#1a7f37"}.get(f.status, "#9a6700"))
+        if role == Qt.ItemDataRole.FontRole and f.status == Review.REJECTED:
             font = QFont()
             font.setStrikeOut(True)
             return font

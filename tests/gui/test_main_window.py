@@ -275,7 +275,7 @@ def test_label_a_drawn_box(qtbot, window, demo_video):
     key(qtbot, window, Qt.Key.Key_0)  # now labels the selected region
     assert window.session.labels[-1].crop is not None and window.session.labels[-1].box is None
     key(qtbot, window, Qt.Key.Key_S, Qt.KeyboardModifier.ControlModifier)
-    from inspector.faults import read_examples
+    from inspector.examples import read_examples
 
     examples = read_examples(tmp_project(demo_video) / "labels.csv")
     assert [(e.label, e.box is not None) for e in examples] == [("bird_nest", True), ("normal", False)]

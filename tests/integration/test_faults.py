@@ -9,7 +9,8 @@ import pytest
 from inspector.backbone import Backbone
 from inspector.bundle import load_bundle
 from inspector.cli import EXIT_FAILED, EXIT_OK, main
-from inspector.faults import FaultLibrary, FaultLibraryError, active_head, read_examples
+from inspector.examples import read_examples
+from inspector.faults import FaultLibrary, FaultLibraryError, active_head
 from inspector.regions import parse_profile
 from inspector.scan import Scanner, reclassify
 from inspector.store import Store
