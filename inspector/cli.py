@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write the HTML and CSV report of a project")
     report.add_argument("--project", type=Path, required=True, metavar="DIR")
     report.add_argument("--out", type=Path, metavar="DIR", help="report folder (default: PROJECT/report)")
+    report.add_argument("--geojson", action="store_true",
+                        help="also write findings.geojson (findings with GPS, as points) for GIS tools such as QGIS")
 
     faults = sub.add_parser("faults", help="the project's fault types: list, add from examples, remove, restore")
     faults_sub = faults.add_subparsers(dest="faults_command", metavar="ACTION", required=True)
@@ -256,7 +258,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         head = active_head(store, bundle)
         if not args.videos:
             _reclassify(store, head)
-            return cmd_report(argparse.Namespace(project=args.project, out=None)) if args.report else EXIT_OK
+            return cmd_report(argparse.Namespace(project=args.project, out=None, geojson=False)) if args.report else EXIT_OK
         return _scan_videos(args, bundle, store, head)
     finally:
         store.close()
@@ -342,7 +344,7 @@ def _scan_videos(args: argparse.Namespace, bundle, store, head) -> int:
     print(f"scanned {len(results) - sum(r.status == 'partial' for r in results)} of {total} video(s) fully, "
           f"{findings} findings; report: inspector report --project {args.project}", file=sys.stderr)
     if args.report:
-        report_code = cmd_report(argparse.Namespace(project=args.project, out=None))
+        report_code = cmd_report(argparse.Namespace(project=args.project, out=None, geojson=False))
         if report_code:
             return report_code
     if failed:
@@ -361,10 +363,15 @@ def cmd_report(args: argparse.Namespace) -> int:
                              f"with 'inspector scan VIDEO --project {args.project}'")
     out = args.out or args.project / "report"
     with Store(args.project) as store:
-        summary = build_report(store, out)
+        summary = build_report(store, out, geojson=args.geojson)
     for path in summary.missing_videos:
         print(f"inspector: warning: video {path} not found; its findings have no pictures", file=sys.stderr)
     print(f"report: {summary.html} ({summary.findings} findings in {summary.videos} video(s)); csv: {summary.csv}")
+    if summary.geojson is not None:
+        print(f"geojson: {summary.geojson} ({summary.located} findings with GPS)")
+        if not summary.located and summary.findings:
+            print("inspector: warning: no finding has a GPS position; import a position track with lat and lon "
+                  "('inspector positions import')", file=sys.stderr)
     return EXIT_OK
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 
+from inspector.diagrams import line_diagram, track_plot, write_geojson
 from inspector.errors import InspectorError, StoreError
 from inspector.positions import Location, Locator
 from inspector.regions import CropSpec, parse_profile
@@ -40,6 +41,8 @@ class ReportSummary:
     findings: int
     videos: int
     missing_videos: tuple[Path, ...]
+    geojson: Path | None = None  # with geojson=True
+    located: int = 0  # findings with GPS (in the GeoJSON)
 
 
 def clock(seconds: float) -> str:
@@ -109,12 +112,14 @@ text-align:left;vertical-align:middle} th{background:#f6f6f6} td.num{text-align:
 .status-confirmed{color:#1a7f37;font-weight:600} .status-rejected{color:#888;text-decoration:line-through}
 .status-open{color:#9a6700} img{border-radius:3px;display:block} .timeline{width:100%;max-width:940px}
 .warn{background:#fff8c5;border:1px solid #d4a72c;padding:8px 12px;border-radius:4px}
+img.figure{max-width:940px;width:100%;margin:8px 0}
 """
 
 
-def build_report(store: Store, out_dir: Path | str,
-                 progress: Callable[[int, int], None] | None = None) -> ReportSummary:
-    """Write ``report.html``, ``findings.csv`` and ``thumbs/`` into ``out_dir``."""
+def build_report(store: Store, out_dir: Path | str, progress: Callable[[int, int], None] | None = None,
+                 geojson: bool = False) -> ReportSummary:
+    """Write ``report.html``, ``findings.csv`` and ``thumbs/`` into ``out_dir``; where findings are
+    located, the line diagram and the track plot; with ``geojson``, ``findings.geojson``."""
     out = Path(out_dir)
     try:
         (out / "thumbs").mkdir(parents=True, exist_ok=True)
@@ -168,14 +173,22 @@ def build_report(store: Store, out_dir: Path | str,
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+    tracks = {store.video(v).path.name: [(fix.lon, fix.lat) for fix in store.positions(v)
+                                         if fix.lat is not None and fix.lon is not None]
+              for v in dict.fromkeys(s.video_id for s in scans)}
+    figures = [p.name for p in (line_diagram(rows, colours, out), track_plot(tracks, rows, colours, out)) if p]
+    geojson_path = out / "findings.geojson" if geojson else None
+    located = write_geojson(rows, geojson_path) if geojson_path else 0
     html_path = out / "report.html"
-    html_path.write_text(_render(store, scans, by_scan, colours, thumbs, missing, locations), encoding="utf-8")
-    return ReportSummary(html_path, csv_path, len(findings), len({s.video_id for s in scans}), tuple(missing))
+    html_path.write_text(_render(store, scans, by_scan, colours, thumbs, missing, locations, figures),
+                         encoding="utf-8")
+    return ReportSummary(html_path, csv_path, len(findings), len({s.video_id for s in scans}), tuple(missing),
+                         geojson_path, located)
 
 
 def _render(store: Store, scans: list[ScanRecord], by_scan: dict[int, list[FindingRecord]],
             colours: dict[str, str], thumbs: dict[int, tuple[str, str]], missing: list[Path],
-            locations: dict[int, Location]) -> str:
+            locations: dict[int, Location], figures: list[str]) -> str:
     esc = html.escape
     total = sum(len(v) for v in by_scan.values())
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -199,6 +212,9 @@ def _render(store: Store, scans: list[ScanRecord], by_scan: dict[int, list[Findi
     if not counts:
         parts.append("<tr><td colspan='5'>No faults found.</td></tr>")
     parts.append("</table>")
+    if figures:
+        parts.append("<h2>Where on the line</h2>")
+        parts += [f"<img class='figure' src='{name}' alt='{name}'>" for name in figures]
     for scan in scans:
         video = store.video(scan.video_id)
         findings = by_scan.get(scan.id, [])

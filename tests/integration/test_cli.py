@@ -181,11 +181,11 @@ def test_locate_findings_and_compare_two_runs(capsys, tmp_path, scan_args, tiny_
     run_b = make_video(tmp_path / "b.mp4", 60, set(range(20, 25)) | set(range(50, 55)))  # 1040 m again; 1070 m new
     project = tmp_path / "p"
     assert run(capsys, *scan_args, run_a, run_b)[0] == EXIT_OK
-    (tmp_path / "a.csv").write_text("t,line,chainage_m\n0,L4,1000\n6,L4,1060\n")  # 10 m/s
+    (tmp_path / "a.csv").write_text("t,line,chainage_m,lat,lon\n0,L4,1000,52.0,13.0\n6,L4,1060,52.0,13.001\n")
     (tmp_path / "b.csv").write_text("frame,line,chainage_m\n0,L4,1020\n60,L4,1080\n")  # starts 20 m further on
     (tmp_path / "masts.csv").write_text("line,mast,chainage_m\nL4,7,1000\nL4,8,1030\nL4,9,1060\nL4,10,1090\n")
     code, out, err = run(capsys, "positions", "import", run_a, tmp_path / "a.csv", "--project", project)
-    assert code == EXIT_OK and "2 positions for a.mp4 (line, chainage_m)" in out, err
+    assert code == EXIT_OK and "2 positions for a.mp4 (line, chainage_m, lat, lon)" in out, err
     assert run(capsys, "positions", "import", run_b, tmp_path / "b.csv", "--project", project)[0] == EXIT_OK
     code, out, _ = run(capsys, "positions", "masts", tmp_path / "masts.csv", "--project", project)
     assert code == EXIT_OK and "4 masts of 1 line(s)" in out
@@ -197,10 +197,21 @@ def test_locate_findings_and_compare_two_runs(capsys, tmp_path, scan_args, tiny_
     assert code == EXIT_OK, err
     result = json.loads(out)
     assert (result["new"], result["gone"], result["persisting"]) == (1, 1, 1), result
-    code, out, err = run(capsys, "report", "--project", project, "--out", tmp_path / "r")
-    assert "masts 7-8" in (tmp_path / "r" / "report.html").read_text()
+    code, out, err = run(capsys, "report", "--project", project, "--out", tmp_path / "r", "--geojson")
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "masts 7-8" in page
     rows = list(csv.DictReader((tmp_path / "r" / "findings.csv").open()))
     assert {r["mast_span"] for r in rows} >= {"7-8"}
+    # the line diagram: one row per run, a mark per located finding; the track plot from run A's GPS
+    assert "src='line.svg'" in page and "src='track.svg'" in page
+    diagram = (tmp_path / "r" / "line.svg").read_text()
+    assert "line L4" in diagram and "a.mp4" in diagram and "b.mp4" in diagram and "chainage (km)" in diagram
+    # GeoJSON: run A's two findings have GPS (b.csv has none), at the interpolated longitudes
+    geo = json.loads((tmp_path / "r" / "findings.geojson").read_text())
+    assert geo["type"] == "FeatureCollection" and "2 findings with GPS" in out
+    points = sorted(f["geometry"]["coordinates"][0] for f in geo["features"])
+    assert len(points) == 2 and 13.0001 < points[0] < 13.00035 and 13.0006 < points[1] < 13.0008
+    assert {f["properties"]["class"] for f in geo["features"]} == {"red_fault"}
 
 
 def test_positions_and_compare_bad_input(capsys, tmp_path, scan_args, fault_video):
