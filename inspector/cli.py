@@ -504,7 +504,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         counts = result.counts()
         print(f"run A scan {scan_a.id}, run B scan {scan_b.id}: {counts['new']} new, {counts['gone']} gone, "
               f"{counts['persisting']} persisting" + (f", {counts['unlocated']} without a position" if
-                                                      counts["unlocated"] else ""))
+                                                      counts["unlocated"] else "")
+              + (f", {counts['uncovered']} where the other run did not pass" if counts["uncovered"] else ""))
         for label, group in (("new", result.new), ("gone", result.gone)):
             for p in group:
                 print(f"  {label:<10} {p.finding.final_class:<24} {p.line or '':<8} {p.at:10.1f} {unit}")

@@ -3,7 +3,9 @@
 Two runs of the same line see the same fault at (nearly) the same chainage. A finding of run B is
 **persisting** when run A has one of the same class on the same line within ``tolerance_m``,
 **new** when it has none; a finding of A left unmatched is **gone** (repaired, or missed by B).
-Matching is one to one, closest pairs first. Rejected findings are not faults and take no part;
+Matching is one to one, closest pairs first. Only the stretch both runs covered is compared: a
+finding of one run where the other never went is neither new nor gone (``uncovered``).
+Rejected findings are not faults and take no part;
 a reviewer's corrected class counts over the scan's. Without positions, runs can be matched by
 time in the video instead (``by_time``), which only makes sense for runs recorded the same way.
 """
@@ -44,10 +46,11 @@ class Comparison:
     gone: list[Placed] = field(default_factory=list)
     persisting: list[tuple[Placed, Placed]] = field(default_factory=list)  # (in A, in B)
     unlocated: int = 0  # findings left out: no position at their time (a gap in the track)
+    uncovered: int = 0  # findings left out: the other run never passed there
 
     def counts(self) -> dict[str, int]:
         return {"new": len(self.new), "gone": len(self.gone), "persisting": len(self.persisting),
-                "unlocated": self.unlocated}
+                "unlocated": self.unlocated, "uncovered": self.uncovered}
 
 
 def match(a: list[Placed], b: list[Placed], tolerance: float) -> Comparison:
@@ -136,6 +139,29 @@ def compare_runs(store: Store, run_a: str, run_b: str, tolerance_m: float = 10.0
                                    "import', or compare by time in the video with --by-time")
     (placed_a, lost_a), (placed_b, lost_b) = place(store, scan_a, by_time, locator), place(store, scan_b, by_time,
                                                                                            locator)
+    outside = 0
+    if not by_time:
+        reach_a, reach_b = coverage(store, scan_a), coverage(store, scan_b)
+        kept_a = [p for p in placed_a if covered(p, reach_b, tolerance_m)]
+        kept_b = [p for p in placed_b if covered(p, reach_a, tolerance_m)]
+        outside = len(placed_a) - len(kept_a) + len(placed_b) - len(kept_b)
+        placed_a, placed_b = kept_a, kept_b
     result = match(placed_a, placed_b, tolerance_s if by_time else tolerance_m)
     result.unlocated = lost_a + lost_b
+    result.uncovered = outside
     return result, scan_a, scan_b
+
+
+def coverage(store: Store, scan: ScanRecord) -> dict[str | None, tuple[float, float]]:
+    """Per line, the chainage range the run's position track spans."""
+    reach: dict[str | None, tuple[float, float]] = {}
+    for fix in store.positions(scan.video_id):
+        if fix.chainage_m is not None:
+            lo, hi = reach.get(fix.line, (fix.chainage_m, fix.chainage_m))
+            reach[fix.line] = (min(lo, fix.chainage_m), max(hi, fix.chainage_m))
+    return reach
+
+
+def covered(placed: Placed, reach: dict[str | None, tuple[float, float]], tolerance: float) -> bool:
+    span = reach.get(placed.line)
+    return span is not None and span[0] - tolerance <= placed.at <= span[1] + tolerance

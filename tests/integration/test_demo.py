@@ -44,3 +44,25 @@ def test_bird_nest_from_five_labelled_frames_is_found_at_its_other_frames(tmp_pa
     track_after = sorted((f.crop, f.start_frame, f.end_frame, f.class_name) for f in findings
                          if f.class_name != "bird_nest")
     assert track_after == track_before  # the known fault types are untouched
+
+
+def test_the_demo_pair_compared_by_place(tmp_path, capsys):
+    """demo2 is a later, shorter run of the same stretch: one fault repaired, one new, the rest as
+    before; the findings of demo beyond demo2's end are not called gone."""
+    import json
+
+    project = tmp_path / "pair"
+    runs = [DEMO / "demo.mp4", DEMO / "demo2.mp4"]
+    assert main(["scan", *map(str, runs), "--project", str(project), "-q"]) == 0
+    for video in runs:
+        track = DEMO / f"{video.stem}_positions.csv"
+        assert main(["positions", "import", str(video), str(track), "--project", str(project)]) == 0
+    capsys.readouterr()
+    assert main(["compare", "--project", str(project), "--run", "demo.mp4", "--run", "demo2.mp4", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["new"], result["gone"]) == (1, 1), result
+    new, gone = result["new_findings"][0], result["gone_findings"][0]
+    assert new["class"] == "rail_break_or_gap" and 12225 <= new["chainage_m"] <= 12250  # segment 9
+    assert gone["class"] == "fastener_clip_missing" and 12075 <= gone["chainage_m"] <= 12100  # segment 3
+    assert result["persisting"] >= 4 and result["uncovered"] > 0
+    assert all(p["a"]["chainage_m"] == p["b"]["chainage_m"] for p in result["persisting_findings"])
