@@ -42,7 +42,8 @@ def run(*argv: str) -> None:
 def verdict(finding: FindingRecord, truth: list[Segment]) -> tuple[str, str | None]:
     """What a reviewer who knows the truth does with a finding, seeing its best frame."""
     for segment in truth:
-        if segment.fault and segment.crop == finding.crop and segment.start_frame <= finding.best_frame <= segment.end_frame:
+        if (segment.fault and segment.crop == finding.crop
+                and segment.start_frame <= finding.best_frame <= segment.end_frame):
             return "--confirm", None if segment.class_name == finding.class_name else segment.class_name
     return "--reject", None
 
@@ -63,6 +64,7 @@ def main() -> None:
                         help=f"a fault type to add (default: bird_nest={DEMO / 'bird_nest_examples.csv'})")
     parser.add_argument("--reviews", type=int, default=10)
     parser.add_argument("--bundle", type=Path)
+    parser.add_argument("--no-sample-normals", action="store_true", help="refit without unflagged crops")
     args = parser.parse_args()
     examples = args.examples or [f"bird_nest={DEMO / 'bird_nest_examples.csv'}"]
     bundle = ["--bundle", str(args.bundle)] if args.bundle else []
@@ -76,12 +78,14 @@ def main() -> None:
         with Store(project) as store:
             before = store.findings()
         start = min(s.start_frame for s in truth)
-        first = sorted((f for f in before if f.end_frame >= start), key=lambda f: (f.start_frame, f.crop))[:args.reviews]
+        waiting = sorted((f for f in before if f.end_frame >= start), key=lambda f: (f.start_frame, f.crop))
+        first = waiting[:args.reviews]
         for finding in first:
             decision, as_class = verdict(finding, truth)
             run("review", str(finding.id), decision, *(["--as", as_class] if as_class else []),
                 "--project", str(project), *bundle)
-        run("faults", "refit", "--project", str(project), "--reclassify", *bundle)
+        run("faults", "refit", "--project", str(project), "--reclassify", *bundle,
+            *(["--no-sample-normals"] if args.no_sample_normals else []))
         with Store(project) as store:
             after = store.findings()
     start = min(s.start_frame for s in truth)  # a ../shared/tools video: its labelled part is not scored

@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("videos", nargs="*", type=Path, metavar="VIDEO")
     scan.add_argument("--project", type=Path, required=True, metavar="DIR", help="project folder (created if new)")
     scan.add_argument("--bundle", type=Path, metavar="DIR", help="model bundle folder (default: the shipped one)")
-    scan.add_argument("--profile", metavar="NAME|FILE", help="region profile: shipped name or TOML file (default: the shipped profile drawn for the video's "
-                           "frame size, else the generic full-frame tiling, said on the video's first line)")
+    scan.add_argument("--profile", metavar="NAME|FILE",
+                      help="region profile: shipped name or TOML file (default: the shipped profile drawn for the "
+                           "video's frame size, else the generic full-frame tiling, said on the video's first line)")
     rate = scan.add_mutually_exclusive_group()
     rate.add_argument("--step", type=_positive_int, default=1, metavar="N", help="classify every N-th frame (default 1)")
     rate.add_argument("--fps", type=_positive_float, metavar="F", help="classify about F frames per second of video")
@@ -141,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     refit = faults_sub.add_parser("refit", help="adapt the head again from every example, the reviews' included",
                                   description="Each review teaches the library an example (confirmed: of its class; "
                                               "rejected: a normal crop of its region); refit makes a new head "
-                                              "version from all of them.")
+                                              "version from all of them. The normal bank also grows by crops of "
+                                              "the scanned runs that nothing was flagged on, away from findings.")
+    refit.add_argument("--no-sample-normals", action="store_true",
+                       help="do not add unflagged crops of the scanned runs to the normal examples")
     threshold = faults_sub.add_parser(
         "threshold", help="the alarm threshold of a fault type (a calibrated score; default: the one fitted)",
         description="A finding is raised when a crop's calibrated score for a fault type reaches its alarm "
@@ -258,7 +262,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         head = active_head(store, bundle)
         if not args.videos:
             _reclassify(store, head)
-            return cmd_report(argparse.Namespace(project=args.project, out=None, geojson=False)) if args.report else EXIT_OK
+            if args.report:
+                return cmd_report(argparse.Namespace(project=args.project, out=None, geojson=False))
+            return EXIT_OK
         return _scan_videos(args, bundle, store, head)
     finally:
         store.close()
@@ -527,7 +533,7 @@ def cmd_faults(args: argparse.Namespace) -> int:
     from inspector.backbone import Backbone
     from inspector.bundle import load_bundle
     from inspector.examples import read_examples
-    from inspector.faults import FaultLibrary, active_head
+    from inspector.faults import NORMAL, FaultLibrary, active_head
     from inspector.regions import load_profile
     from inspector.store import STORE_NAME
 
@@ -562,8 +568,9 @@ def cmd_faults(args: argparse.Namespace) -> int:
             change = library.rename(args.name, args.new_name)
             print(f"renamed {args.name} to {args.new_name}: head version {change.version}")
         elif args.faults_command == "refit":
-            change = library.refit()
-            print(f"refitted: head version {change.version} in {change.seconds:.2f} s")
+            change = library.refit(sample_normals=not args.no_sample_normals)
+            added = f", {change.examples[NORMAL]} unflagged crops added as normal" if change.examples else ""
+            print(f"refitted: head version {change.version} in {change.seconds:.2f} s{added}")
             _print_quality(change)
         elif args.faults_command == "threshold":
             change = library.set_threshold(args.name, None if args.default else args.value)

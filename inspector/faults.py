@@ -39,7 +39,8 @@ T = TypeVar("T")
 
 NORMAL = "normal"
 AUTO_NORMAL_FRAMES = 12  # frames per video sampled for normal examples when none are given
-AUTO_NORMAL_MARGIN_S = 2.0  # keep sampled normal frames this far from any labelled frame
+AUTO_NORMAL_MARGIN_S = 2.0  # keep sampled normal frames this far from any labelled frame (or finding)
+UNFLAGGED_PER_RUN = 24  # unflagged crops per region and run a refit adds to the normal bank
 BASE_HEAD_VERSION = 0  # the bundle's own head, before the project has fault types of its own
 ANY_REGION = "*"  # examples drawn as boxes or on pictures: the fault type applies to every region
 
@@ -209,15 +210,52 @@ class FaultLibrary:
         return ExampleRow(label, "review", video.id, finding.best_frame, finding.crop, finding.region, None, "",
                           hashlib.sha256(reference.encode()).hexdigest()[:24], embedding, finding_id=finding.id)
 
-    def refit(self) -> LibraryChange:
-        """Adapt the head again from every example (the reviews' included), as a new head version."""
+    def refit(self, sample_normals: bool = True) -> LibraryChange:
+        """Adapt the head again from every example (the reviews' included), as a new head version.
+        With ``sample_normals`` the normal bank grows first by crops of the scanned runs that
+        nothing was flagged on (``UNFLAGGED_PER_RUN`` per region and run, away from findings)."""
         started = time.perf_counter()
-        rows = self.store.examples()
+        sampled = self._unflagged_normals() if sample_normals else []
+        rows = self.store.examples() + sampled
         reviews = sum(r.source == "review" for r in rows)
+        new_types = [(NORMAL, True)] if sampled and NORMAL not in {t.name for t in self.store.fault_types()} else []
         head, quality = self._fit(rows, judged_types=set())
-        version = self._save(f"refit from {len(rows)} examples ({reviews} from reviews)", head, quality,
-                             [t.name for t in self.store.fault_types()])
-        return LibraryChange(version, head.with_version(version), quality, {}, time.perf_counter() - started)
+        note = f"refit from {len(rows)} examples ({reviews} from reviews, {len(sampled)} unflagged crops added)"
+        version = self._save(note, head, quality, [t.name for t in self.store.fault_types()]
+                             + [n for n, _ in new_types], new_types=new_types, new_examples=sampled)
+        return LibraryChange(version, head.with_version(version), quality,
+                             {NORMAL: len(sampled)} if sampled else {}, time.perf_counter() - started)
+
+    def _unflagged_normals(self) -> list[ExampleRow]:
+        """Crops of this bundle's scans that no class flagged, in regions some fault type applies
+        to, spread over each run and kept ``AUTO_NORMAL_MARGIN_S`` away from every finding (a
+        missed fault next to a found one is not taught as normal); from the cached embeddings."""
+        head = self.active_head()
+        faults = [r for r, n in zip(head.regions, head.normal) if not n]
+        stored = {e.pixels_hash for e in self.store.all_examples() if e.fault_type == NORMAL}
+        sampled: list[ExampleRow] = []
+        for scan in self.store.scans():
+            if scan.bundle_digest != self._digest:
+                continue
+            video = self.store.video(scan.video_id)
+            margin = AUTO_NORMAL_MARGIN_S * video.fps
+            near = [(f.crop, f.start_frame - margin, f.end_frame + margin) for f in self.store.findings(scan.id)]
+            quiet: dict[str, list[tuple[int, str]]] = defaultdict(list)
+            for d in self.store.detections(scan.id):
+                if (not d.is_fault and any(not scope or d.region in scope for scope in faults)
+                        and not any(c == d.crop and lo <= d.frame <= hi for c, lo, hi in near)):
+                    quiet[d.region].append((d.frame, d.crop))
+            for region, crops in quiet.items():
+                spread = np.linspace(0, len(crops) - 1, min(UNFLAGGED_PER_RUN, len(crops))).astype(int)
+                picks = [crops[i] for i in spread]
+                cached = self.store.cached_embeddings(video.id, self._digest, picks)
+                for frame, crop in picks:
+                    digest = hashlib.sha256(f"{video.id}:{frame}:{crop}".encode()).hexdigest()[:24]
+                    if (frame, crop) in cached and digest not in stored:
+                        stored.add(digest)
+                        sampled.append(ExampleRow(NORMAL, "auto-normal", video.id, frame, crop, region, None, "",
+                                                  digest, cached[(frame, crop)]))
+        return sampled
 
     def set_threshold(self, name: str, value: float | None) -> LibraryChange:
         """The alarm threshold of a fault type (a calibrated score in (0, 1)); ``None``: back to
@@ -233,7 +271,7 @@ class FaultLibrary:
         if value is not None:
             overrides[name] = value
         head, quality = self._fit(self.store.examples(), judged_types=set(), thresholds=overrides)
-        note = f"alarm threshold of {name} set to {value:g}" if value is not None else f"alarm threshold of {name} reset"
+        note = f"alarm threshold of {name} " + (f"set to {value:g}" if value is not None else "reset")
         version = self._save(note, head, quality, [t.name for t in self.store.fault_types()], threshold=(name, value))
         return LibraryChange(version, head.with_version(version), quality, {}, time.perf_counter() - started)
 
@@ -300,7 +338,8 @@ class FaultLibrary:
                                                          for r in rows])
         try:
             head, quality = adapt(embeddings, labels, specs, self.bundle.adaptation, where, judged=judged,
-                                  info={"bundle_digest": self._digest}, thresholds=self.store.thresholds() if thresholds is None else thresholds)
+                                  info={"bundle_digest": self._digest},
+                                  thresholds=self.store.thresholds() if thresholds is None else thresholds)
         except AdaptationError as exc:
             raise FaultLibraryError(str(exc)) from None
         return head, quality

@@ -298,3 +298,73 @@ def test_take_a_wrong_example_out_and_rename_a_type(tmp_path, project, blue_vide
     project_dir = store.path.parent
     assert main(["faults", "examples", "bird_nest", "--project", str(project_dir), "--bundle", str(bundle.path)]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 5
+
+
+def test_a_refit_killed_half_way_loses_nothing(tmp_path, project, blue_video):
+    """kill -9 while a refit is adapting the head: every example and review, and the head in force,
+    are as before; the next refit works."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    store, bundle, backbone = project
+    library = FaultLibrary(store, bundle, backbone)
+    library.add("blue_thing", read_examples(write_examples(tmp_path / "ex.csv", blue_rows(blue_video))))
+    finding = next(f for f in store.findings() if f.class_name == "red_fault")
+    library.record_review(finding.id, "rejected")
+    before = library_state(store), [(e.id, e.fault_type, e.source) for e in store.examples()]
+    marker = tmp_path / "adapting"
+    script = f"""
+import time
+import inspector.faults as faults
+from inspector.backbone import Backbone
+from inspector.bundle import load_bundle
+from inspector.store import Store
+
+real = faults.adapt
+def slow(*args, **kwargs):
+    head = real(*args, **kwargs)
+    open({str(marker)!r}, "w").close()
+    time.sleep(60)
+    return head
+faults.adapt = slow
+bundle = load_bundle({str(bundle.path)!r})
+with Store({str(tmp_path / "p")!r}) as store:
+    faults.FaultLibrary(store, bundle, Backbone(bundle, threads=1)).refit()
+"""
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=os.getcwd())
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the refit never reached its adaptation"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    with Store(tmp_path / "p") as fresh:
+        assert (library_state(fresh), [(e.id, e.fault_type, e.source) for e in fresh.examples()]) == before
+        assert fresh.finding(finding.id).status == "rejected"
+        assert fresh.connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    change = FaultLibrary(store, bundle, backbone).refit()
+    assert change.version == max(before[0][1]) + 1
+
+
+def test_refit_grows_the_normal_bank_from_unflagged_crops_away_from_findings(tmp_path, project, blue_video):
+    store, bundle, backbone = project
+    library = FaultLibrary(store, bundle, backbone)
+    library.add("blue_thing", read_examples(write_examples(tmp_path / "ex.csv", blue_rows(blue_video))))
+    reclassify(store, active_head(store, bundle))
+    change = library.refit()
+    sampled = [e for e in store.examples() if e.source == "auto-normal" and e.image == ""]
+    assert change.examples == {"normal": len(sampled)} and 0 < len(sampled) <= 2 * 24  # two regions with faults
+    margin = 2.0 * 10  # AUTO_NORMAL_MARGIN_S at 10 fps
+    for example in sampled:
+        assert not any(f.crop == example.crop and f.start_frame - margin <= example.frame <= f.end_frame + margin
+                       for f in store.findings())
+    assert library.refit().examples == {}  # the same crops are not added twice
+    assert library.refit(sample_normals=False).examples == {}
+    reclassify(store, active_head(store, bundle))
+    assert spans(store, "blue_thing") == [("catenary[1]", 20, 29), ("catenary[1]", 90, 99)]
+    assert spans(store, "red_fault") == [("track", 60, 69)]
