@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,59 @@ def test_save_and_load_roundtrip(tmp_path):
 def test_head_shape_is_checked():
     with pytest.raises(ValueError):
         Head(("a", "b"), np.zeros((3, 4)), np.zeros(2), (True, False))
+
+
+def test_a_crop_unlike_every_example_is_none_of_these():
+    """The rejection rule: the top class is a fault, but the crop lies farther from that class's
+    examples than any of them did: not called a fault."""
+    x, labels = _clusters()
+    head = fit_head(x, labels, ["a", "b", "c"], [True, False, False], PARAMS)
+    typical = np.array([[0.0, 1.0, 0.0]], np.float32)  # a b like its examples
+    odd = np.array([[0.0, 1.0, 0.0]], np.float32) + np.array([[-3.0, 1.0, -3.0]], np.float32)  # b-ish, far off
+    for crop, called in ((typical, True), (odd, False)):
+        pred = head.classify(crop, "anywhere")
+        assert head.classes[pred.class_index[0]] == "b" and pred.is_fault[0] == called
+    blind = Head(head.classes, head.weight, head.bias, head.normal, head.regions, head.threshold, head.logit_scale,
+                 temperature=head.temperature, thresholds=head.thresholds)  # no prototypes: no rejection rule
+    assert blind.classify(odd, "anywhere").is_fault[0]
+
+
+def _reliability_gap(head: Head, crops: np.ndarray, truth: np.ndarray) -> float:
+    """Largest |mean score - share right| over the bins of 10 that hold 50 crops or more."""
+    logits = head.logits(crops, "r")
+    right = logits.argmax(axis=1) == truth
+    confidence = head.scores(logits).max(axis=1)
+    bins = np.minimum((confidence * 10).astype(int), 9)
+    return max(abs(confidence[bins == b].mean() - right[bins == b].mean()) for b in np.unique(bins)
+               if (bins == b).sum() >= 50)
+
+
+def test_scores_are_calibrated():
+    """Overlapping clusters, over three draws: the temperature fitted on cross-fitted support logits
+    brings the scores of unseen crops within 0.06 of how often the top class is right, in every
+    populated bin; the same head's uncalibrated softmax is off by more."""
+    sharp = AdaptationParams(inner_steps=100, step_sizes=(0.02,), logit_scale=30.0)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        centres = np.eye(8)[:3] * 1.2
+
+        def draw(n):
+            y = rng.integers(0, 3, n)
+            return (centres[y] + rng.normal(0, 0.65, (n, 8))).astype(np.float32), y
+
+        x, y = draw(300)
+        head = fit_head(x, [str(v) for v in y], ["0", "1", "2"], [False] * 3, sharp)
+        test, truth = draw(4000)
+        assert 0.6 < (head.logits(test, "r").argmax(axis=1) == truth).mean() < 0.95  # a task with real errors
+        assert _reliability_gap(head, test, truth) < 0.06, seed
+        assert _reliability_gap(replace(head, temperature=None), test, truth) > 0.06, seed
+
+
+def test_each_fault_class_has_its_own_alarm_threshold():
+    x, labels = _clusters()
+    head = fit_head(x, labels, ["a", "b", "c"], [True, False, False], PARAMS)
+    assert head.thresholds is not None and (head.thresholds[1:] >= 0.5).all()
+    strict = head.with_thresholds(np.array([0.5, 0.999, 0.5], np.float32))
+    pred = strict.classify(x, "anywhere")
+    names = np.array(labels)
+    assert not pred.is_fault[names == "b"].any() and pred.is_fault[names == "c"].all()
