@@ -72,7 +72,7 @@ def test_rate_and_precision_options(tmp_path, capsys, tiny_bundle, profile_file,
     code = main(["scan", str(fault_video), "--project", str(tmp_path / "p"), "--bundle", str(tiny_bundle),
                  "--profile", str(profile_file), "-q", *options])
     assert code == EXIT_OK
-    assert f"(fp32, CPUExecutionProvider)" in capsys.readouterr().err  # the tiny bundle has no int8 backbone
+    assert "(fp32, CPUExecutionProvider)" in capsys.readouterr().err  # the tiny bundle has no int8 backbone
     with Store(tmp_path / "p") as store:
         scan = store.scans()[0]
         assert (scan.step, scan.precision, scan.frames_done) == (step, precision, -(-60 // step))
