@@ -448,3 +448,49 @@ def test_the_layout_holds_on_small_screens(qtbot, window, demo_video, size):
     assert (window.width(), window.height()) == size
     assert window.view.width() >= 320 and window.view.height() >= 180
     assert window.docks["Findings"].isVisible() and window.docks["Review"].isVisible()
+
+
+def _press_and_close_dialog(qtbot, window, name, modifier=Qt.KeyboardModifier.NoModifier) -> str:
+    """Press a key that opens a modal dialog; return the dialog's title once it is on screen
+    (then cancel it), or '' if none came."""
+    from PyQt6.QtCore import QTimer
+
+    seen = []
+
+    def close():
+        dialog = QApplication.activeModalWidget()
+        seen.append(dialog.windowTitle() if dialog is not None and dialog.isVisible() else "")
+        if dialog is not None:
+            dialog.reject()
+
+    window.activateWindow()  # the keys go to the active window, which a closed dialog hands back late
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window)
+    QTimer.singleShot(300, close)
+    key(qtbot, window, name, modifier)
+    qtbot.waitUntil(lambda: bool(seen), timeout=5000)
+    return seen[0]
+
+
+def test_menu_keys_open_their_dialogs_and_errors_show_on_screen(qtbot, window, demo_video):
+    """Ctrl+O, Ctrl+Shift+O, Ctrl+N and Ctrl+E pressed as keys open their dialogs; an error comes as a
+    dialog the reviewer sees (not only a log line), with the CLI's one line."""
+    assert "Open video" in _press_and_close_dialog(qtbot, window, Qt.Key.Key_O, Qt.KeyboardModifier.ControlModifier)
+    assert "Open project" in _press_and_close_dialog(
+        qtbot, window, Qt.Key.Key_O, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    window.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window)
+    key(qtbot, window, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)  # no project yet: an error, on screen
+    shown = [d for d in window._dialogs if d.isVisible()]
+    assert shown and shown[-1].text() == "open a project first" == window.last_error
+    shown[-1].accept()
+    window.open_path(demo_video)
+    assert "New fault type" in _press_and_close_dialog(qtbot, window, Qt.Key.Key_N,
+                                                       Qt.KeyboardModifier.ControlModifier)
+    assert "Export the report" in _press_and_close_dialog(qtbot, window, Qt.Key.Key_E,
+                                                          Qt.KeyboardModifier.ControlModifier)
+    window.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window)
+    key(qtbot, window, Qt.Key.Key_Right)
+    key(qtbot, window, Qt.Key.Key_Right)
+    key(qtbot, window, Qt.Key.Key_Left)
+    assert window.position == 1
