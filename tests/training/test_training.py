@@ -11,6 +11,7 @@ import torch
 from tests.training.toy import toy_pool
 from training.algorithms import Algorithm, MetaConfig, make
 from training.backbone import EmbeddingNet, FeatureExtractor
+from training.runlog import restore
 from training.train import TrainConfig, meta_train
 
 torch.set_num_threads(2)
@@ -116,18 +117,46 @@ def test_fixed_step_sizes_stay_fixed_while_the_backbone_learns():
     assert learner.log_logit_scale.grad is not None
 
 
-def test_interrupted_training_resumes_where_it_stopped(tmp_path):
-    torch.manual_seed(0)
+def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
+    """kill -9 a meta-training run after its first checkpoint; the same command resumes there: no
+    step runs twice, none is skipped, and the resumed run starts from the checkpoint's weights."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    script = f"""
+import torch
+from tests.training.test_training import Algorithm, config, meta_train, toy_pool
+torch.manual_seed(0)
+meta_train(config(__import__("pathlib").Path({str(tmp_path)!r}), Algorithm.PROTONET, steps=100000), toy_pool(per_class=20))
+"""
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    checkpoint = tmp_path / "protonet" / "meta_last.pt"
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert checkpoint.exists(), "no checkpoint before the deadline"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    saved = torch.load(checkpoint, weights_only=True)
+    stopped = saved["step"]
+    assert stopped % 10 == 0 and 10 <= stopped < 100000
+    resumed = config(tmp_path, Algorithm.PROTONET, steps=stopped + 20)
     pool = toy_pool(per_class=20)
-    first = config(tmp_path, Algorithm.PROTONET, steps=10)
-    meta_train(first, pool)
-    saved = torch.load(first.out_dir / "meta_last.pt", weights_only=True)
-    assert saved["step"] == 10
-    resumed = config(tmp_path, Algorithm.PROTONET, steps=20)
+    net = EmbeddingNet()
+    learner = make(Algorithm.PROTONET, net, META)
+    restore(checkpoint, torch.device("cpu"), learner=learner)
+    assert all(torch.equal(a, b) for a, b in zip(learner.state_dict().values(), saved["learner"].values()))
     meta_train(resumed, pool)
-    rows = (first.out_dir / "meta_log.csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in rows] == ["step", "10", "20"]  # no step ran twice
-    assert torch.load(first.out_dir / "meta_last.pt", weights_only=True)["step"] == 20
+    rows = (tmp_path / "protonet" / "meta_log.csv").read_text().splitlines()
+    steps = [int(r.split(",")[0]) for r in rows[1:]]
+    assert steps == list(range(10, stopped + 21, 10))  # each logged step exactly once, in order
+    assert torch.load(checkpoint, weights_only=True)["step"] == stopped + 20
 
 
 def test_data_parallel_training_over_two_processes(tmp_path):
