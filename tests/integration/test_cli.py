@@ -56,8 +56,27 @@ def test_scan_then_report(capsys, tmp_path, scan_args, fault_video):
     rows = list(csv.DictReader((tmp_path / "r" / "findings.csv").open()))
     assert [(r["class"], r["start_s"], r["end_s"]) for r in rows] == [("red_fault", "1.0", "1.9"),
                                                                      ("red_fault", "4.0", "4.4")]
+    import re
+
+    import cv2
+
+    from tests.factories import TRACK_BOX
     for row in rows:
-        assert (tmp_path / "r" / "thumbs" / f"finding{row['finding_id']}_frame.jpg").stat().st_size > 0
+        frame = cv2.imread(str(tmp_path / "r" / "thumbs" / f"finding{row['finding_id']}_frame.jpg"))
+        crop = cv2.imread(str(tmp_path / "r" / "thumbs" / f"finding{row['finding_id']}_crop.jpg"))
+        assert frame is not None and crop is not None and frame.shape[1] == 320
+        # the finding's region is outlined in red on the frame: its left edge, halfway down the box
+        x = round(TRACK_BOX[0] * frame.shape[1]) + 1
+        y = round((TRACK_BOX[1] + TRACK_BOX[3]) / 2 * frame.shape[0])
+        b, g, r = frame[y, x].astype(int)
+        assert r > 150 and g < 100 and b < 100, frame[y, x]
+        assert crop[crop.shape[0] // 2, crop.shape[1] // 2, 2] > 150  # the crop is the red track region
+        # the row shows the same score as the CSV, and links both pictures
+        cells = re.search(rf"<tr id='f{row['finding_id']}'>(.*?)</tr>", html, re.S).group(1)
+        assert f"{float(row['score']):.2f}" in cells and f"finding{row['finding_id']}_crop.jpg" in cells
+    counts = re.search(r"<h2>Faults by class</h2><table>.*?</table>", html, re.S).group(0)
+    assert re.search(r"red_fault</td><td class='num'>2</td><td class='num'>0</td><td class='num'>0</td>"
+                     r"<td class='num'>2</td>", counts), counts  # 2 findings: 0 confirmed, 0 rejected, 2 to review
 
 
 def test_report_shows_review_status(capsys, tmp_path, scan_args, fault_video):

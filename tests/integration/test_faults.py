@@ -368,3 +368,21 @@ def test_refit_grows_the_normal_bank_from_unflagged_crops_away_from_findings(tmp
     reclassify(store, active_head(store, bundle))
     assert spans(store, "blue_thing") == [("catenary[1]", 20, 29), ("catenary[1]", 90, 99)]
     assert spans(store, "red_fault") == [("track", 60, 69)]
+
+
+def test_adding_from_poor_examples_warns(tmp_path, capsys, tiny_bundle, profile_file, blue_video):
+    """Examples that do not separate (the 'fault' is plain grey catenary like the normals) and too
+    few of them: the type is added, with one warning line per problem."""
+    project = tmp_path / "p"
+    common = ["--project", str(project), "--bundle", str(tiny_bundle)]
+    assert main(["scan", str(blue_video), *common, "--profile", str(profile_file), "-q"]) == EXIT_OK
+    grey = [(str(blue_video), f, "catenary[1]", "grey_thing") for f in (40, 50)]
+    grey += [(str(blue_video), f, "catenary[1]", "normal") for f in (45, 55, 110)]
+    capsys.readouterr()
+    assert main(["faults", "add", "grey_thing", "--examples", str(write_examples(tmp_path / "g.csv", grey)),
+                 *common]) == EXIT_OK
+    out, err = capsys.readouterr()
+    warnings = [line for line in err.splitlines() if line.startswith("inspector: warning:")]
+    assert any("only 2 example(s) of grey_thing" in line for line in warnings), err
+    assert any("leave-one-out accuracy is" in line and "add clearer examples" in line for line in warnings), err
+    assert "added grey_thing" in out
