@@ -19,6 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from inspector.adapt import adaptation_for  # noqa: E402
 from inspector.backbone import Backbone  # noqa: E402
 from inspector.bundle import load_bundle  # noqa: E402
 from inspector.fewshot import (  # noqa: E402
@@ -101,7 +102,7 @@ def main() -> None:
         anchor_features = anchor_embeddings(items)
         print(f"{name}: {len(items)} images embedded in {time.perf_counter() - started:.0f} s", flush=True)
         for way, shot, queries in settings:
-            ours = evaluate(ours_features, labels, way, shot, queries, args.episodes, bundle.adaptation, args.seed)
+            ours = evaluate(ours_features, labels, way, shot, queries, args.episodes, adaptation_for(bundle), args.seed)
             logreg = anchor_accuracy(anchor_features, labels, way, shot, queries, args.episodes, args.seed, "logreg")
             proto = anchor_accuracy(anchor_features, labels, way, shot, queries, args.episodes, args.seed, "proto")
             row = (f"| {name} | {way} | {shot} | {queries} | {ci(ours.accuracies)} | {ci(logreg)} | {ci(proto)} |")

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.fewshot_anchor import anchor_accuracy  # noqa: E402
+from inspector.adapt import adaptation_for  # noqa: E402
 from inspector.backbone import Backbone  # noqa: E402
 from inspector.bundle import AdaptationParams, load_bundle  # noqa: E402
 from inspector.fewshot import embed_items, evaluate, load_crop, load_items  # noqa: E402
@@ -75,7 +76,7 @@ def main() -> int:
         started = time.perf_counter()
         columns = {"ours": load_bundle(bundle_dir), **{name: load_bundle(path) for name, path in others.items()}}
         features = {name: (embed_items(Backbone(bundle, "int8" if "int8" in bundle.backbones else "fp32"), items),
-                           bundle.adaptation) for name, bundle in columns.items()}
+                           adaptation_for(bundle)) for name, bundle in columns.items()}
         anchors = {size: anchor_features(items, size) for size in (128, 224)}
         print(f"{domain}: {len(items)} images, {len(set(labels))} classes, embedded in "
               f"{time.perf_counter() - started:.0f} s", flush=True)

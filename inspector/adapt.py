@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from inspector.backbone import Backbone
-from inspector.bundle import AdaptationParams
+from inspector.bundle import AdaptationParams, Bundle
 from inspector.errors import InspectorError
 from inspector.heads import Head, l2_normalise, softmax
 
@@ -32,6 +32,8 @@ FLOOR_MARGIN = 0.05  # how far below its least typical example a crop may sit an
 CALIBRATION_FOLDS = 5  # cross-fitting folds for the calibration logits
 TARGET_FALSE_ALARMS = 0.01  # default alarm threshold: this share of the support's non-members above it
 MIN_THRESHOLD = 0.5  # a fault is never called on a calibrated probability below this by default
+MIN_CALIBRATION_SHOTS = 3  # a class's examples take part in fitting the temperature from this many on
+PRIOR_WEIGHT = 30  # the bundle's temperature counts as this many examples against the project's own
 
 
 class AdaptationError(InspectorError):
@@ -218,15 +220,27 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, weight: np.ndarray)
     return float(np.exp(-(low + high) / 2))
 
 
-def calibrate(logits: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec],
-              scope: np.ndarray) -> tuple[float, np.ndarray]:
-    """The temperature from cross-fitted logits (each class weighing the same within its region,
-    as in the inner loop), and each fault class's default alarm threshold: the calibrated score
-    that at most ``TARGET_FALSE_ALARMS`` of the other in-scope examples exceed (never below
-    ``MIN_THRESHOLD``)."""
+def calibrate(logits: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec], scope: np.ndarray,
+              prior: float | None = None) -> tuple[float, np.ndarray]:
+    """The temperature, and each fault class's default alarm threshold: the calibrated score that
+    at most ``TARGET_FALSE_ALARMS`` of the other in-scope examples exceed (never below
+    ``MIN_THRESHOLD``).
+
+    The temperature is fitted on cross-fitted logits (each class weighing the same within its
+    region, as in the inner loop) of the examples whose class keeps ``MIN_CALIBRATION_SHOTS`` or
+    more (a class with one example vanishes from its own fold), and shrunk towards the bundle's
+    ``prior`` (fitted on few-shot episodes of its base examples) as if the prior were
+    ``PRIOR_WEIGHT`` examples: five examples of a new fault type move it a little, hundreds of
+    the bundle's base examples decide it."""
     counts = np.bincount(targets, minlength=len(classes))
+    usable = counts[targets] >= MIN_CALIBRATION_SHOTS
     weight = 1.0 / (counts[targets] * (scope & (counts > 0)).sum(axis=1))
-    temperature = fit_temperature(logits, targets, weight)
+    if usable.any():
+        fitted = fit_temperature(logits[usable], targets[usable], weight[usable])
+        temperature = fitted if prior is None else float(np.exp(
+            (usable.sum() * np.log(fitted) + PRIOR_WEIGHT * np.log(prior)) / (usable.sum() + PRIOR_WEIGHT)))
+    else:
+        temperature = prior if prior is not None else 1.0
     probabilities = softmax(logits / temperature)
     thresholds = np.full(len(classes), MIN_THRESHOLD)
     for k, spec in enumerate(classes):
@@ -234,6 +248,60 @@ def calibrate(logits: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSp
         if not spec.normal and negatives.any():
             thresholds[k] = max(MIN_THRESHOLD, float(np.quantile(probabilities[negatives, k], 1 - TARGET_FALSE_ALARMS)))
     return temperature, np.minimum(thresholds, 0.999).astype(np.float32)
+
+
+def episode_temperature(embeddings: np.ndarray, labels: Sequence[str], params: AdaptationParams,
+                        episodes: int = 100, seed: int = 0) -> float:
+    """The temperature that calibrates this inner loop on new few-shot tasks: fitted on the query
+    logits of N-way K-shot episodes (2 and 5 ways, 1 and 5 shots, 5 queries) drawn from labelled
+    embeddings, each episode's head adapted on its support only. Export stores it in the bundle
+    as the prior that small support sets lean on."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    by_class = {name: np.flatnonzero(labels == name) for name in np.unique(labels)}
+    logits, targets = [], []
+    for number in range(episodes):
+        way, shot = ((2, 1), (2, 5), (5, 1), (5, 5))[number % 4]
+        classes = [c for c, idx in by_class.items() if len(idx) >= shot + 5]
+        if len(classes) < way:
+            continue
+        chosen = rng.choice(classes, way, replace=False)
+        picks = [rng.choice(by_class[c], shot + 5, replace=False) for c in chosen]
+        support = np.concatenate([p[:shot] for p in picks])
+        query = np.concatenate([p[shot:] for p in picks])
+        centre = embeddings[support].mean(axis=0)
+        x = l2_normalise(embeddings[support].astype(np.float64) - centre)
+        weight, bias = inner_loop(x, np.repeat(np.arange(way), shot), way, params)
+        q = l2_normalise(embeddings[query].astype(np.float64) - centre)
+        logits.append(params.logit_scale * (q @ weight.T + bias))
+        targets.append(np.repeat(np.arange(way), 5))
+    if not logits:
+        raise AdaptationError("too few labelled embeddings to draw calibration episodes (5 per class needed)")
+    # Pad to five columns (-inf: a class not in the episode) so all episodes fit one problem.
+    padded = np.full((sum(len(l_) for l_ in logits), 5), -np.inf)
+    row = 0
+    for block in logits:
+        padded[row:row + len(block), :block.shape[1]] = block
+        row += len(block)
+    target = np.concatenate(targets)
+    return fit_temperature(padded, target, np.ones(len(target)))
+
+
+_PRIORS: dict[str, float | None] = {}  # bundle digest -> calibration prior from its base examples
+
+
+def adaptation_for(bundle: Bundle) -> AdaptationParams:
+    """The bundle's adaptation with its calibration prior; bundles exported before the prior
+    existed get it from their base examples (once per process)."""
+    if bundle.adaptation.temperature is not None or bundle.base_examples is None:
+        return bundle.adaptation
+    if bundle.digest not in _PRIORS:
+        try:
+            embeddings, labels = bundle.load_base_examples()
+            _PRIORS[bundle.digest] = episode_temperature(embeddings.astype(np.float32), labels, bundle.adaptation)
+        except InspectorError:  # too few base examples per class to draw episodes
+            _PRIORS[bundle.digest] = None
+    return replace(bundle.adaptation, temperature=_PRIORS[bundle.digest])
 
 
 def _loo_accuracy(x: np.ndarray, targets: np.ndarray, scope: np.ndarray, judged: np.ndarray, num_classes: int,
@@ -279,7 +347,7 @@ def adapt(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[Class
     prototypes, floors = _prototypes(x.astype(np.float32), targets, classes)
     judged = np.ones(len(x), bool) if judged is None else np.asarray(judged, bool)
     temperature, alarm = calibrate(_cross_fitted_logits(x, targets, scope, len(classes), params, steps, step_size),
-                                   targets, classes, scope)
+                                   targets, classes, scope, params.temperature)
     for k, spec in enumerate(classes):
         if thresholds and spec.name in thresholds:
             alarm[k] = thresholds[spec.name]

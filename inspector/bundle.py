@@ -63,6 +63,7 @@ class AdaptationParams:
     init_weight_scale: float = 0.0
     init_bias: float = 0.0
     algorithm: str = "fixed"
+    temperature: float | None = None  # few-shot calibration prior (episodes on the base examples)
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], where: str) -> AdaptationParams:
@@ -71,7 +72,8 @@ class AdaptationParams:
             sizes = tuple(float(v) for v in raw["step_sizes"])
             params = cls(steps, sizes, float(raw["logit_scale"]), float(raw.get("weight_decay", 0.0)),
                          float(raw.get("init_weight_scale", 0.0)), float(raw.get("init_bias", 0.0)),
-                         str(raw.get("algorithm", "fixed")))
+                         str(raw.get("algorithm", "fixed")),
+                         float(raw["temperature"]) if raw.get("temperature") is not None else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where}: adaptation parameters are incomplete ({exc}); re-export the bundle") from None
         if steps < 1 or len(sizes) not in (1, steps):
@@ -84,13 +86,15 @@ class AdaptationParams:
     def to_json(self) -> dict[str, Any]:
         return {"algorithm": self.algorithm, "inner_steps": self.inner_steps, "step_sizes": list(self.step_sizes),
                 "logit_scale": self.logit_scale, "weight_decay": self.weight_decay,
-                "init_weight_scale": self.init_weight_scale, "init_bias": self.init_bias}
+                "init_weight_scale": self.init_weight_scale, "init_bias": self.init_bias,
+                "temperature": self.temperature}
 
     def describe(self) -> str:
         """One line for ``bundle info``."""
         sizes = ", ".join(f"{v:.3g}" for v in self.step_sizes)
         return (f"{self.algorithm}: {self.inner_steps} steps, step sizes [{sizes}], logit scale "
-                f"{self.logit_scale:.3g}" + (f", weight decay {self.weight_decay:.3g}" if self.weight_decay else ""))
+                f"{self.logit_scale:.3g}" + (f", weight decay {self.weight_decay:.3g}" if self.weight_decay else "")
+                + (f", calibration temperature {self.temperature:.3g}" if self.temperature else ""))
 
 
 @dataclass(frozen=True)

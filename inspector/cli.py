@@ -621,6 +621,7 @@ def _list_faults(store, bundle) -> int:
 
 
 def cmd_evaluate_fewshot(args: argparse.Namespace) -> int:
+    from inspector.adapt import adaptation_for
     from inspector.backbone import Backbone
     from inspector.bundle import load_bundle
     from inspector.fewshot import eligible_classes, embed_items, evaluate, held_out, load_items
@@ -638,7 +639,7 @@ def cmd_evaluate_fewshot(args: argparse.Namespace) -> int:
     support = embed_items(backbone, items, tta=True) if args.tta else None
     labels = [i.label for i in items]
     bar = ProgressBar()
-    result = evaluate(embeddings, labels, args.way, args.shot, args.queries, args.episodes, bundle.adaptation,
+    result = evaluate(embeddings, labels, args.way, args.shot, args.queries, args.episodes, adaptation_for(bundle),
                       args.seed, None if args.json else lambda n, total: bar.update("episodes", n, total, 0, None),
                       support)
     if not args.json:

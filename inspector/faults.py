@@ -23,7 +23,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from inspector.adapt import AdaptationError, ClassSpec, Quality, adapt, embed_support
+from inspector.adapt import AdaptationError, ClassSpec, Quality, adapt, adaptation_for, embed_support
 from inspector.backbone import Backbone
 from inspector.bundle import Bundle
 from inspector.errors import FaultLibraryError, InspectorError
@@ -337,7 +337,7 @@ class FaultLibrary:
                                                          (r.fault_type == NORMAL and r.source == "operator")
                                                          for r in rows])
         try:
-            head, quality = adapt(embeddings, labels, specs, self.bundle.adaptation, where, judged=judged,
+            head, quality = adapt(embeddings, labels, specs, adaptation_for(self.bundle), where, judged=judged,
                                   info={"bundle_digest": self._digest},
                                   thresholds=self.store.thresholds() if thresholds is None else thresholds)
         except AdaptationError as exc:

@@ -14,7 +14,7 @@ import csv
 import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -53,6 +53,9 @@ class FewShotResult:
     episodes: int
     accuracies: np.ndarray  # per episode, 0..1
     per_class: dict[str, dict[str, float]]  # precision, recall, f1 over all episodes
+    # Per query over all episodes, where the app's calibrated head scored them (empty otherwise):
+    confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the predicted class's score
+    correct: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # whether it was right
 
     @property
     def accuracy(self) -> float:
@@ -169,7 +172,7 @@ def evaluate(embeddings: np.ndarray, labels: list[str], way: int, shot: int, que
     ``support_embeddings`` (same rows) replace ``embeddings`` for support items only: the app
     augments the operator's examples (test-time augmentation), never the crops it classifies."""
     support_source = embeddings if support_embeddings is None else support_embeddings
-    accuracies = []
+    accuracies, confidence, correct = [], [], []
     outcomes: list[tuple[str, str]] = []  # (predicted, true) over all episodes
     for number, episode in enumerate(sample_episodes(labels, way, shot, queries, episodes, seed), start=1):
         specs = [ClassSpec(name, False) for name in episode.classes]
@@ -180,13 +183,18 @@ def evaluate(embeddings: np.ndarray, labels: list[str], way: int, shot: int, que
         except AdaptationError as exc:
             raise DatasetError(f"episode {number}: {exc}") from None
         query = np.array(episode.query)
-        predicted = [episode.classes[k] for k in head.predict(embeddings[query]).argmax(axis=1)]
+        scores = head.scores(head.logits(embeddings[query]))  # calibrated, as the scan scores crops
+        predicted = [episode.classes[k] for k in scores.argmax(axis=1)]
         truth = [labels[i] for i in query]
-        accuracies.append(np.mean([p == t for p, t in zip(predicted, truth)]))
+        hits = [p == t for p, t in zip(predicted, truth)]
+        accuracies.append(np.mean(hits))
+        confidence.append(scores.max(axis=1))
+        correct.append(hits)
         outcomes += zip(predicted, truth)
         if progress:
             progress(number, episodes)
-    return FewShotResult(way, shot, queries, episodes, np.asarray(accuracies, float), class_scores(outcomes))
+    return FewShotResult(way, shot, queries, episodes, np.asarray(accuracies, float), class_scores(outcomes),
+                         np.concatenate(confidence), np.concatenate(correct).astype(bool))
 
 
 def class_scores(outcomes: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
