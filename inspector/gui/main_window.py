@@ -17,6 +17,7 @@ from PyQt6.QtWidgets import (
     QComboBox,
     QDialog,
     QDockWidget,
+    QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
@@ -194,6 +195,22 @@ class MainWindow(QMainWindow):
         self.examples_list.setToolTip("the selected type's examples: Delete takes a wrong one out")
         column.addWidget(QLabel("Its examples (Delete takes one out)"))
         column.addWidget(self.examples_list)
+        self.threshold_box = QDoubleSpinBox()
+        self.threshold_box.setRange(0.01, 0.99)
+        self.threshold_box.setSingleStep(0.05)
+        self.threshold_box.setDecimals(2)
+        self.threshold_box.setToolTip("alarm threshold of the selected fault type: a crop's calibrated score must "
+                                      "exceed it (higher: fewer false alarms, more misses)")
+        set_threshold = QPushButton("Set")
+        set_threshold.clicked.connect(lambda: self.set_threshold(self.threshold_box.value()))
+        reset_threshold = QPushButton("Default")
+        reset_threshold.clicked.connect(lambda: self.set_threshold(None))
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Alarm threshold"))
+        row.addWidget(self.threshold_box)
+        row.addWidget(set_threshold)
+        row.addWidget(reset_threshold)
+        column.addLayout(row)
         column.addWidget(new)
         column.addWidget(QLabel("Labels on this video"))
         column.addWidget(self.labels_list)
@@ -669,11 +686,16 @@ class MainWindow(QMainWindow):
         return known + [n for n in self.new_types if n not in known]
 
     def _refresh_types(self) -> None:
+        """The fault types in key order; the selected one stays selected (a refit keeps the place)."""
+        selected = self._selected_type()
         self.types_list.blockSignals(True)
         self.types_list.clear()
-        for i, name in enumerate(self._label_names()[:9], start=1):
+        names = self._label_names()[:9]
+        for i, name in enumerate(names, start=1):
             self.types_list.addItem(f"{i}  {name}" + ("  (new)" if name in self.new_types else ""))
         self.types_list.addItem(f"0  {NORMAL}")
+        if selected in names or selected == NORMAL:
+            self.types_list.setCurrentRow(names.index(selected) if selected in names else len(names))
         self.types_list.blockSignals(False)
         self._refresh_examples()
 
@@ -689,6 +711,9 @@ class MainWindow(QMainWindow):
         name = self._selected_type()
         if self.session is None or name is None:
             return
+        head = self.session.head
+        if name in head.classes and not head.normal[head.classes.index(name)]:
+            self.threshold_box.setValue(float(head.threshold_of(head.classes.index(name))))
         for example in self.session.store.examples():
             if example.fault_type != name:
                 continue
@@ -733,6 +758,15 @@ class MainWindow(QMainWindow):
         new, ok = QInputDialog.getText(self, "Rename fault type", f"New name for {old}:", text=old)
         if ok and new.strip() and new.strip() != old:
             self.rename_type(old, new.strip())
+
+    def set_threshold(self, value: float | None) -> None:
+        """The selected fault type's alarm threshold (None: back to the default), in the background."""
+        name = self._selected_type()
+        if self.session is None or name is None or name not in self.session.head.fault_classes:
+            self.status_text.setText("select a fault type the head knows first (Labelling panel)")
+            return
+        describe = f"alarm threshold of {name} " + ("reset" if value is None else f"set to {value:.2f}")
+        self._library_change(lambda library: library.set_threshold(name, value), describe)
 
     def rename_type(self, old: str, new: str) -> None:
         self._library_change(lambda library: library.rename(old, new), f"{old} renamed to {new}")

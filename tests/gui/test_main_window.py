@@ -494,3 +494,25 @@ def test_menu_keys_open_their_dialogs_and_errors_show_on_screen(qtbot, window, d
     key(qtbot, window, Qt.Key.Key_Right)
     key(qtbot, window, Qt.Key.Key_Left)
     assert window.position == 1
+
+
+def test_alarm_threshold_of_a_fault_type_set_in_the_labelling_panel(qtbot, window, demo_video):
+    window.open_path(demo_video)
+    window.scan()
+    qtbot.waitUntil(lambda: not window.scan_worker.isRunning(), timeout=60000)
+    qtbot.waitUntil(lambda: window.findings_model.rowCount() > 0, timeout=5000)
+    name = window._label_names()[0]
+    window.types_list.setCurrentRow(0)
+    assert window.threshold_box.value() == pytest.approx(float(window.session.head.threshold_of(0)), abs=0.01)
+    window.threshold_box.setValue(0.99)
+    window.set_threshold(0.99)
+    qtbot.waitUntil(lambda: not window.adapt_worker.isRunning(), timeout=30000)
+    head = window.session.head
+    assert head.threshold_of(head.classes.index(name)) == pytest.approx(0.99)
+    with Store(tmp_project(demo_video)) as store:
+        assert store.thresholds() == {name: pytest.approx(0.99)}
+        assert all(f.best_score > 0.99 for f in store.findings() if f.class_name == name)
+    window.set_threshold(None)
+    qtbot.waitUntil(lambda: not window.adapt_worker.isRunning(), timeout=30000)
+    with Store(tmp_project(demo_video)) as store:
+        assert store.thresholds() == {}
