@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "from cached embeddings (seconds, no decoding)")
     scan.add_argument("--report", action="store_true", help="write the report when the scan ends")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    scan.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                      help="scan the videos as tasks on a Ray cluster (videos and bundle on storage every node "
+                           "sees): 'auto' or ray://HOST:10001, or no ADDRESS for a local instance")
+    scan.add_argument("--workers", type=_positive_int, metavar="N",
+                      help="with --ray and no ADDRESS: CPUs of the local instance (default: all)")
 
     report = sub.add_parser("report", help="write the HTML and CSV report of a project")
     report.add_argument("--project", type=Path, required=True, metavar="DIR")
@@ -338,7 +343,14 @@ def _scan_videos(args: argparse.Namespace, bundle, store, head) -> int:
             print(f"{path.name}: profile {chosen.name} (drawn for {info.width}x{info.height})", file=sys.stderr)
 
     try:
-        results, failed = scan_many(scanner, args.videos, progress, None, on_start, on_result, on_error)
+        if args.ray:
+            from inspector.fleet import scan_on_ray
+
+            address = None if args.ray == "local" else args.ray
+            results, failed = scan_on_ray(scanner, bundle.path, args.videos, address, args.workers, args.threads or 1,
+                                          on_result, on_error)
+        else:
+            results, failed = scan_many(scanner, args.videos, progress, None, on_start, on_result, on_error)
     except KeyboardInterrupt:
         bar.finish()
         print("inspector: interrupted; everything classified so far is stored, run the same command "
