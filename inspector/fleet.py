@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -53,6 +54,7 @@ class RemoteScan:
     detections: list[DetectionRow]
     embeddings: list[tuple[int, str, bytes]]
     findings: list[FindingRecord]
+    peak_memory_mb: float  # the worker process's peak resident memory so far
 
 
 def scan_task(bundle_dir: str, precision: str, threads: int, head_json: str, head_npz: bytes, head_version: int,
@@ -74,7 +76,7 @@ def scan_task(bundle_dir: str, precision: str, threads: int, head_json: str, hea
                 "SELECT frame, crop, vector FROM embeddings WHERE scan_id=?", (scan.id,))]
             return RemoteScan(result.status, result.message, result.samples, scan.next_frame, scan.frames_done,
                               scan.decode_errors, result.seconds, store.detections(scan.id), embeddings,
-                              store.findings(scan.id))
+                              store.findings(scan.id), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -140,6 +142,8 @@ def scan_on_ray(scanner: Scanner, bundle_dir: Path, videos: list[Path], address:
                 if on_error:
                     on_error(path, error)
                 continue
+            log.info("%s: scanned on a Ray worker in %.1f s, worker peak memory %.0f MB", path, remote.seconds,
+                     remote.peak_memory_mb)
             result = _store_result(store, scan_id, head.version, path, remote, time.monotonic() - started)
             results.append(result)
             if result.status == ScanState.PARTIAL:
