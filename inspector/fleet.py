@@ -7,7 +7,9 @@ and findings. The driver alone writes the project store, in the same transaction
 scan, so resuming, "nothing lost or counted twice" and the report work as for a local scan: a
 video already scanned is skipped before any task starts; a task whose worker dies is retried
 from the start by Ray (its scratch project is thrown away), and the driver writes its result
-once. Memory: a task holds one video's results until it returns (about 0.5 KB per crop).
+once. Memory: each video gets a fresh worker process (``max_calls=1``: a worker reused across
+videos grew by about 12 MB per video), and a task holds one video's results until it returns
+(about 0.5 KB per crop).
 
     inspector scan /shared/runs/*.mp4 --project DIR --ray              # a local Ray instance
     inspector scan /shared/runs/*.mp4 --project DIR --ray auto         # the cluster this node joined
@@ -60,8 +62,7 @@ class RemoteScan:
 def scan_task(bundle_dir: str, precision: str, threads: int, head_json: str, head_npz: bytes, head_version: int,
               profile_text: str, video: str, step: int, keep_embeddings: bool, workdir: str) -> RemoteScan:
     """Runs on a worker: the video scanned into a scratch project, its results read back."""
-    bundle = load_bundle(Path(bundle_dir))
-    backbone = Backbone(bundle, precision, threads)
+    backbone = Backbone(load_bundle(Path(bundle_dir)), precision, threads)
     head = Head.from_parts(head_json, head_npz).with_version(head_version)
     folder = Path(workdir) / f"task-{uuid.uuid4().hex[:12]}"
     folder.mkdir(parents=True)
@@ -99,7 +100,7 @@ def scan_on_ray(scanner: Scanner, bundle_dir: Path, videos: list[Path], address:
     failed: list[Path] = []
     ray.init(address=address, num_cpus=workers if address is None else None, include_dashboard=False,
              log_to_driver=False, logging_level=logging.WARNING, ignore_reinit_error=True)
-    task = ray.remote(max_retries=TASK_RETRIES, num_cpus=threads)(scan_task)
+    task = ray.remote(max_retries=TASK_RETRIES, num_cpus=threads, max_calls=1)(scan_task)
     workdir = tempfile.mkdtemp(prefix="inspector-ray-")
     pending: dict = {}
     try:
