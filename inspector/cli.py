@@ -220,7 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--start", metavar="ISO8601", help="GPX only: when the video started, e.g. 2026-05-01T22:14:03Z")
     masts = positions_sub.add_parser("masts", help="a mast register: CSV of line, mast, chainage_m[, lat, lon]")
     masts.add_argument("file", type=Path, metavar="FILE")
-    for p_ in (track, masts):
+    reference = positions_sub.add_parser(
+        "reference", help="make a run the reference of its line: the report marks later runs' findings new or "
+                          "persisting and lists what is gone")
+    reference.add_argument("run", metavar="RUN", help="a scanned video's path or file name, or a scan id")
+    reference.add_argument("--line", help="the line (default: the one its position track names)")
+    for p_ in (track, masts, reference):
         p_.add_argument("--project", type=Path, required=True, metavar="DIR")
 
     compare = sub.add_parser("compare", help="what changed between two runs of the same line: new, gone, persisting",
@@ -467,6 +472,18 @@ def cmd_positions(args: argparse.Namespace) -> int:
             masts = read_masts(args.file)
             store.set_masts(masts)
             print(f"{len(masts)} masts of {len({m.line for m in masts})} line(s) in the register")
+            return EXIT_OK
+        if args.positions_command == "reference":
+            from inspector.compare import resolve_run
+
+            scan = resolve_run(store, args.run)
+            lines = sorted({f.line for f in store.positions(scan.video_id) if f.line and f.chainage_m is not None})
+            line = args.line or (lines[0] if len(lines) == 1 else None)
+            if line is None or line not in lines:
+                raise PositionError(f"run {args.run} has positions on {', '.join(lines) or 'no line'}; "
+                                    + ("import its position track first" if not lines else "name one with --line"))
+            store.set_reference(line, scan.id)
+            print(f"scan {scan.id} ({store.video(scan.video_id).path.name}) is the reference run of line {line}")
             return EXIT_OK
         with VideoReader(args.video) as reader:
             info = reader.info

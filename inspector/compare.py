@@ -165,3 +165,32 @@ def coverage(store: Store, scan: ScanRecord) -> dict[str | None, tuple[float, fl
 def covered(placed: Placed, reach: dict[str | None, tuple[float, float]], tolerance: float) -> bool:
     span = reach.get(placed.line)
     return span is not None and span[0] - tolerance <= placed.at <= span[1] + tolerance
+
+
+@dataclass(frozen=True)
+class Versus:
+    """One run against its line's reference run, for the report: which of its findings are new,
+    which persist (with the reference's finding), and which of the reference's are gone."""
+
+    reference: ScanRecord
+    new: frozenset[int]  # finding ids of this run
+    persisting: dict[int, FindingRecord]  # finding id of this run -> the reference's finding
+    gone: list[Placed]
+
+
+def against_references(store: Store, tolerance_m: float = 10.0) -> dict[int, Versus]:
+    """For every scan on a line that has a reference run (not the reference itself), its comparison
+    with that reference; scans without positions on such a line are left out."""
+    references = store.references()
+    out: dict[int, Versus] = {}
+    for scan in store.scans():
+        lines = {fix.line for fix in store.positions(scan.video_id) if fix.chainage_m is not None}
+        for line in sorted(lines & set(references)):
+            if references[line] == scan.id:
+                continue
+            result, reference, _ = compare_runs(store, str(references[line]), str(scan.id), tolerance_m)
+            out[scan.id] = Versus(reference, frozenset(p.finding.id for p in result.new),
+                                  {b.finding.id: a.finding for a, b in result.persisting},
+                                  [p for p in result.gone if p.line == line])
+            break
+    return out

@@ -24,8 +24,10 @@ def _pyplot():
     return plt
 
 
-def line_diagram(rows: Sequence[dict], colours: dict[str, str], out: Path) -> Path | None:
-    """One panel per line: x = chainage (km), one row per run; None when no finding has a chainage."""
+def line_diagram(rows: Sequence[dict], colours: dict[str, str], out: Path,
+                 new: frozenset[int] = frozenset()) -> Path | None:
+    """One panel per line: x = chainage (km), one row per run, findings ``new`` since the line's
+    reference run ringed; None when no finding has a chainage."""
     located = [r for r in rows if r["line"] is not None and r["chainage_m"] is not None]
     if not located:
         return None
@@ -42,6 +44,9 @@ def line_diagram(rows: Sequence[dict], colours: dict[str, str], out: Path) -> Pa
             rejected = row["status"] == Review.REJECTED
             ax.scatter(row["chainage_m"] / 1000, y, s=60, marker="|" if rejected else "o",
                        color=colours.get(row["class"], "#444"), alpha=0.35 if rejected else 0.9, linewidths=2)
+            if row["finding_id"] in new:
+                ax.scatter(row["chainage_m"] / 1000, y, s=220, marker="o", facecolors="none", edgecolors="black",
+                           linewidths=1.5)
         ax.set_yticks(range(len(names)), names)
         ax.set_ylim(-0.7, len(names) - 0.3)
         ax.set_title(f"line {line}", loc="left", fontsize=10)
@@ -49,6 +54,9 @@ def line_diagram(rows: Sequence[dict], colours: dict[str, str], out: Path) -> Pa
     axes[-1, 0].set_xlabel("chainage (km)")
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=colour, label=name)
                for name, colour in sorted(colours.items()) if any(r["class"] == name for r in located)]
+    if any(r["finding_id"] in new for r in located):
+        handles.append(plt.Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="black",
+                                  markersize=12, label="new since the reference run"))
     figure.legend(handles=handles, loc="upper right", fontsize=8, frameon=False)
     figure.tight_layout(rect=(0, 0, 0.85, 1))
     path = out / "line.svg"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 
+from inspector.compare import Versus, against_references
 from inspector.diagrams import line_diagram, track_plot, write_geojson
 from inspector.errors import InspectorError, StoreError
 from inspector.positions import Location, Locator
@@ -113,6 +114,7 @@ text-align:left;vertical-align:middle} th{background:#f6f6f6} td.num{text-align:
 .status-open{color:#9a6700} img{border-radius:3px;display:block} .timeline{width:100%;max-width:940px}
 .warn{background:#fff8c5;border:1px solid #d4a72c;padding:8px 12px;border-radius:4px}
 img.figure{max-width:940px;width:100%;margin:8px 0}
+.new{background:#d62728;color:white;border-radius:3px;padding:1px 6px;font-weight:600}
 """
 
 
@@ -176,19 +178,35 @@ def build_report(store: Store, out_dir: Path | str, progress: Callable[[int, int
     tracks = {store.video(v).path.name: [(fix.lon, fix.lat) for fix in store.positions(v)
                                          if fix.lat is not None and fix.lon is not None]
               for v in dict.fromkeys(s.video_id for s in scans)}
-    figures = [p.name for p in (line_diagram(rows, colours, out), track_plot(tracks, rows, colours, out)) if p]
+    versus = against_references(store)
+    new = frozenset(i for v in versus.values() for i in v.new)
+    figures = [p.name for p in (line_diagram(rows, colours, out, new), track_plot(tracks, rows, colours, out)) if p]
     geojson_path = out / "findings.geojson" if geojson else None
     located = write_geojson(rows, geojson_path) if geojson_path else 0
     html_path = out / "report.html"
-    html_path.write_text(_render(store, scans, by_scan, colours, thumbs, missing, locations, figures),
+    html_path.write_text(_render(store, scans, by_scan, colours, thumbs, missing, locations, figures, versus),
                          encoding="utf-8")
     return ReportSummary(html_path, csv_path, len(findings), len({s.video_id for s in scans}), tuple(missing),
                          geojson_path, located)
 
 
+def _versus_cell(f: FindingRecord, against: Versus | None, thumbs: dict[int, tuple[str, str]]) -> str:
+    """'new', or 'persisting' with the reference run's crop of the same fault beside this one's."""
+    if against is None:
+        return ""
+    if f.id in against.new:
+        return "<td><span class='new'>new</span></td>"
+    earlier = against.persisting.get(f.id)
+    if earlier is None:
+        return "<td>&ndash;</td>"  # not compared: rejected, or outside the stretch both runs passed
+    crop = thumbs.get(earlier.id, ("", ""))[1]
+    picture = f"<img src='{crop}' width='80' alt='reference crop'>" if crop else ""
+    return f"<td>persisting (finding {earlier.id}){picture}</td>"
+
+
 def _render(store: Store, scans: list[ScanRecord], by_scan: dict[int, list[FindingRecord]],
             colours: dict[str, str], thumbs: dict[int, tuple[str, str]], missing: list[Path],
-            locations: dict[int, Location], figures: list[str]) -> str:
+            locations: dict[int, Location], figures: list[str], versus: dict[int, Versus]) -> str:
     esc = html.escape
     total = sum(len(v) for v in by_scan.values())
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -231,8 +249,15 @@ def _render(store: Store, scans: list[ScanRecord], by_scan: dict[int, list[Findi
             parts.append("<p>No findings.</p>")
             continue
         parts.append(_timeline_svg(video, findings, colours))
+        against = versus.get(scan.id)
+        if against is not None:
+            reference = store.video(against.reference.video_id)
+            parts.append(f"<p class='sub'>Compared with the reference run {esc(reference.path.name)} (scan "
+                         f"{against.reference.id}): {len(against.new)} new, {len(against.persisting)} persisting, "
+                         f"{len(against.gone)} gone.</p>")
         parts.append("<table><tr><th>#</th><th>frame</th><th>crop</th><th>time</th><th>where</th><th>region</th>"
-                     "<th>class</th><th>score</th><th>frames</th><th>status</th></tr>")
+                     "<th>class</th><th>score</th><th>frames</th><th>status</th>"
+                     + ("<th>vs reference</th>" if against is not None else "") + "</tr>")
         for f in findings:
             frame_img, crop_img = thumbs.get(f.id, ("", ""))
             pictures = (f"<td><img src='{frame_img}' width='{THUMB_WIDTH}' alt='frame {f.best_frame}'></td>"
@@ -244,7 +269,11 @@ def _render(store: Store, scans: list[ScanRecord], by_scan: dict[int, list[Findi
                 f"<small>best {clock(f.best_frame / video.fps)} (frame {f.best_frame})</small></td>"
                 f"<td>{esc(locations[f.id].describe()) or '&ndash;'}</td><td>{esc(f.crop)}</td><td><span class='swatch' style='background:{colours[f.class_name]}'></span>"
                 f"{esc(f.class_name)}{' &rarr; ' + esc(f.reviewed_class) if f.reviewed_class else ''}</td><td class='num'>{f.best_score:.2f}</td><td class='num'>{f.frames}</td>"
-                f"<td class='status-{esc(f.status)}'>{esc(f.status)}</td></tr>")
+                f"<td class='status-{esc(f.status)}'>{esc(f.status)}</td>{_versus_cell(f, against, thumbs)}</tr>")
         parts.append("</table>")
+        if against is not None and against.gone:
+            parts.append("<p><b>Gone since the reference run</b> (repaired, or missed this time): "
+                         + "; ".join(f"{esc(p.finding.final_class)} at {p.at / 1000:.3f} km (finding {p.finding.id})"
+                                     for p in against.gone) + "</p>")
     parts.append("<p class='sub'>Findings as CSV: <a href='findings.csv'>findings.csv</a></p></body></html>")
     return "\n".join(parts)

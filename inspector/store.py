@@ -526,6 +526,18 @@ class Store:
                  json.dumps(list(ex.box)) if ex.box else None, ex.image, ex.pixels_hash, digest,
                  ex.embedding.astype(np.float32).tobytes(), stamp, ex.finding_id))
 
+    # reference runs: per line, the run later runs are compared with ---------------------------------
+    def set_reference(self, line: str, scan_id: int) -> None:
+        self.scan(scan_id)
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                         "value=excluded.value", (f"reference:{line}", str(scan_id)))
+
+    def references(self) -> dict[str, int]:
+        """Line -> the scan id of its reference run."""
+        return {key.removeprefix("reference:"): int(value) for key, value in self._conn.execute(
+            "SELECT key, value FROM settings WHERE key LIKE 'reference:%'")}
+
     # alarm thresholds the operator set --------------------------------------------------------
     def thresholds(self) -> dict[str, float]:
         return {key.removeprefix("threshold:"): float(value) for key, value in self._conn.execute(

@@ -245,6 +245,9 @@ def test_positions_and_compare_bad_input(capsys, tmp_path, scan_args, fault_vide
     (tmp_path / "late.csv").write_text("t,chainage_m\n500,10\n510,20\n")
     code, _, err = run(capsys, "positions", "import", fault_video, tmp_path / "late.csv", "--project", project)
     assert_one_clear_line(err, "no sample falls within the video")
+    code, _, err = run(capsys, "positions", "reference", "run.mp4", "--project", project)
+    assert code == EXIT_FAILED
+    assert_one_clear_line(err, "has positions on no line", "import its position track first")
     code, _, err = run(capsys, "compare", "--project", project, "--run", "run.mp4", "--run", "other.mp4")
     assert code == EXIT_FAILED
     assert_one_clear_line(err, "other.mp4 is not a scanned video of the project")

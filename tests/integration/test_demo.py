@@ -66,3 +66,15 @@ def test_the_demo_pair_compared_by_place(tmp_path, capsys):
     assert gone["class"] == "fastener_clip_missing" and 12075 <= gone["chainage_m"] <= 12100  # segment 3
     assert result["persisting"] >= 4 and result["uncovered"] > 0
     assert all(p["a"]["chainage_m"] == p["b"]["chainage_m"] for p in result["persisting_findings"])
+    # demo is the line's reference run: the report marks demo2's findings and lists what is gone
+    assert main(["positions", "reference", "demo.mp4", "--project", str(project)]) == 0
+    assert main(["report", "--project", str(project)]) == 0
+    page = (project / "report" / "report.html").read_text()
+    assert (f"Compared with the reference run demo.mp4 (scan 1): 1 new, {result['persisting']} persisting, "
+            "1 gone.") in page
+    assert page.count("<span class='new'>new</span>") == 1
+    for pair in result["persisting_findings"]:  # the reference's crop beside each persisting finding
+        assert f"persisting (finding {pair['a']['finding']})<img src='thumbs/finding{pair['a']['finding']}_crop.jpg'" \
+            in page
+    assert f"fastener_clip_missing at {gone['chainage_m'] / 1000:.3f} km" in page
+    assert "new since the reference run" in (project / "report" / "line.svg").read_text()
