@@ -98,6 +98,7 @@ class MainWindow(QMainWindow):
         self.adapt_worker: LibraryWorker | None = None
         self.reviews_to_learn: list[tuple[int, str, str | None]] = []  # decisions not yet recorded as examples
         self.refit_wanted = False  # F5 or a full batch while the library was busy
+        self.versus: dict[int, str] = {}  # finding id -> new / persisting against its line's reference run
         self.report_worker: ReportWorker | None = None
         self.live: LiveInference | None = None
         self._dialogs: list[QMessageBox] = []
@@ -366,6 +367,7 @@ class MainWindow(QMainWindow):
             self.session.close()
         self.session = session
         self.refit_wanted = False
+        self.versus = session.versus_reference()  # new / persisting against each line's reference run
         self.queue = None  # a review queue belongs to the project it was started on
         if self.live is None:
             self.live = LiveInference(session.backbone)
@@ -502,7 +504,7 @@ class MainWindow(QMainWindow):
         status = self.status_filter.currentText()
         shown = [f for f in findings if self.class_filter.currentText() in ("all classes", f.class_name)
                  and status in ("all", f.status)]
-        self.findings_model.set_rows(shown, self.session.video.info.fps)
+        self.findings_model.set_rows(shown, self.session.video.info.fps, self.versus)
         self.timeline.set_findings(findings, self._frame_count())
         self.refresh_videos()
 
@@ -737,6 +739,7 @@ class MainWindow(QMainWindow):
         if self.session is None:
             return
         self.session.reload_head()
+        self.versus = self.session.versus_reference()  # the findings were classified again
         self.quality_label.setText(f"{text} (head version {change.version})")
         self._refresh_types()
         self.refresh_findings()
@@ -903,6 +906,7 @@ class MainWindow(QMainWindow):
         self.cancel_button.hide()
         if summary:
             self.status_text.setText(f"scan finished: {summary}")
+        self.versus = self.session.versus_reference() if self.session is not None else {}
         self.refresh_findings()
 
     def cancel_scan(self) -> None:

@@ -5,12 +5,14 @@ so the desktop app and the command line never compute anything differently.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from inspector.backbone import Backbone
 from inspector.bundle import Bundle, load_bundle
+from inspector.compare import against_references
 from inspector.errors import InspectorError
 from inspector.examples import LabelledExample
 from inspector.faults import NORMAL, FaultLibrary, active_head
@@ -19,6 +21,8 @@ from inspector.regions import GENERIC_PROFILE, CropSpec, RegionProfile, load_pro
 from inspector.status import Review
 from inspector.store import STORE_NAME, FindingRecord, ScanRecord, Store
 from inspector.video import Frame, VideoReader
+
+log = logging.getLogger(__name__)
 
 
 def default_project_for(video: Path) -> Path:
@@ -162,6 +166,17 @@ class Session:
 
     def findings(self) -> list[FindingRecord]:
         return [f for s in self.video_scans() for f in self.store.findings(s.id)]
+
+    def versus_reference(self) -> dict[int, str]:
+        """Finding id -> 'new' or 'persisting' against its line's reference run (empty without one)."""
+        try:
+            compared = against_references(self.store)
+        except InspectorError as exc:  # e.g. a reference run whose positions were replaced
+            log.warning("no comparison with the reference run: %s", exc)
+            return {}
+        marks = {i: "new" for v in compared.values() for i in v.new}
+        marks.update({i: "persisting" for v in compared.values() for i in v.persisting})
+        return marks
 
     def set_status(self, finding_id: int, status: str, reviewed_class: str | None = None) -> None:
         self.store.set_finding_status(finding_id, status, reviewed_class)

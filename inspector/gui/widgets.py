@@ -226,16 +226,18 @@ class Timeline(QWidget):
 
 
 class FindingsModel(QAbstractTableModel):
-    COLUMNS = ("time", "region", "class", "score", "frames", "status")
+    COLUMNS = ("time", "region", "class", "score", "frames", "status", "vs reference")
 
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[FindingRecord] = []
         self.fps = 25.0
+        self.versus: dict[int, str] = {}
 
-    def set_rows(self, rows: list[FindingRecord], fps: float) -> None:
+    def set_rows(self, rows: list[FindingRecord], fps: float, versus: dict[int, str] | None = None) -> None:
+        """``versus``: finding id -> 'new' or 'persisting' against its line's reference run."""
         self.beginResetModel()
-        self.rows, self.fps = rows, fps
+        self.rows, self.fps, self.versus = rows, fps, versus or {}
         self.endResetModel()
 
     def rowCount(self, parent: QModelIndex | None = None) -> int:
@@ -254,7 +256,9 @@ class FindingsModel(QAbstractTableModel):
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
             name = f.class_name if not f.reviewed_class else f"{f.class_name} → {f.reviewed_class}"
             return (clock(f.start_frame / self.fps), f.crop, name, f"{f.best_score:.2f}", str(f.frames),
-                    f.status)[index.column()]
+                    f.status, self.versus.get(f.id, ""))[index.column()]
+        if role == Qt.ItemDataRole.ForegroundRole and index.column() == 6 and self.versus.get(f.id) == "new":
+            return QColor("#d62728")
         if role == Qt.ItemDataRole.ForegroundRole:
             if f.status == Review.REJECTED:
                 return QColor("#888888")

@@ -516,3 +516,24 @@ def test_alarm_threshold_of_a_fault_type_set_in_the_labelling_panel(qtbot, windo
     qtbot.waitUntil(lambda: not window.adapt_worker.isRunning(), timeout=30000)
     with Store(tmp_project(demo_video)) as store:
         assert store.thresholds() == {}
+
+
+def test_findings_table_marks_new_and_persisting_against_the_reference_run(qtbot, window, tmp_path):
+    from inspector.cli import main
+
+    project = tmp_path / "pair"
+    runs = [DEMO / "demo.mp4", DEMO / "demo2.mp4"]
+    assert main(["scan", *map(str, runs), "--project", str(project), "-q"]) == 0
+    for video in runs:
+        assert main(["positions", "import", str(video), str(DEMO / f"{video.stem}_positions.csv"),
+                     "--project", str(project)]) == 0
+    assert main(["positions", "reference", "demo.mp4", "--project", str(project)]) == 0
+    assert window.open_path(project)
+    window._open_video(DEMO / "demo2.mp4")
+    column = window.findings_model.COLUMNS.index("vs reference")
+    marks = [window.findings_model.data(window.findings_model.index(r, column))
+             for r in range(window.findings_model.rowCount())]
+    assert marks.count("new") == 1 and marks.count("persisting") >= 4, marks
+    window._open_video(DEMO / "demo.mp4")  # the reference itself: nothing to mark
+    assert not any(window.findings_model.data(window.findings_model.index(r, column))
+                   for r in range(window.findings_model.rowCount()))
