@@ -8,7 +8,7 @@ open catenary footage), with bird nests on it in a few segments: a fault type th
 bundle does not know, for trying "add a new fault type".
 
 Each run comes with where the train was (``*_positions.csv``: line, chainage, GPS; synthetic, 60
-km/h on a made-up line). ``demo2`` is a later, shorter run of the same stretch (its first
+km/h on a made-up line), and the line with its mast register (``demo_masts.csv``, a mast every 50 m). ``demo2`` is a later, shorter run of the same stretch (its first
 ``RUN2_SEGMENTS`` segments): one fault repaired since (``RUN2_REPAIRED``: a normal component shown
 there instead) and one new (``RUN2_NEW``: a fault where the first run had none), for trying
 ``inspector compare``.
@@ -160,6 +160,12 @@ def positions(segments: int) -> list[dict]:
     return rows
 
 
+def masts(length_m: float, span_m: float = 50.0, first: int = 240) -> list[dict]:
+    """The line's mast register over the demo stretch: a mast every ``span_m`` metres (synthetic)."""
+    count = int(length_m // span_m) + 2
+    return [{"line": LINE, "mast": str(first + k), "chainage_m": START_M + k * span_m} for k in range(count)]
+
+
 def build(data: Path, out: Path, name: str = "demo", seed: int = 7, segments: int | None = None,
           swaps: dict[int, int] | None = None) -> tuple[Path, dict[str, str]]:
     """One run: ``segments`` first segments of the stretch (all by default), segment k showing the
@@ -246,6 +252,14 @@ def main() -> None:
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     if "demo" in args.runs:
         write_attribution(args.out, sources)
+        write_masts(args.out)
+
+
+def write_masts(out: Path) -> None:
+    with (out / "demo_masts.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["line", "mast", "chainage_m"])
+        writer.writeheader()
+        writer.writerows(masts(SEGMENT_M * 22))
 
 
 if __name__ == "__main__":

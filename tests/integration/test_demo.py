@@ -57,7 +57,11 @@ def test_the_demo_pair_compared_by_place(tmp_path, capsys):
     for video in runs:
         track = DEMO / f"{video.stem}_positions.csv"
         assert main(["positions", "import", str(video), str(track), "--project", str(project)]) == 0
+    assert main(["positions", "masts", str(DEMO / "demo_masts.csv"), "--project", str(project)]) == 0
     capsys.readouterr()
+    assert main(["findings", "--project", str(project), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows and all(r["line"] == "L1" and r["mast_span"] for r in rows)  # every finding located
     assert main(["compare", "--project", str(project), "--run", "demo.mp4", "--run", "demo2.mp4", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert (result["new"], result["gone"]) == (1, 1), result
