@@ -46,6 +46,7 @@ from inspector.gui.workers import LibraryWorker, LiveInference, ReportWorker, Sc
 from inspector.regions import GENERIC_PROFILE
 from inspector.report import clock
 from inspector.status import Review
+from inspector.store import FindingRecord
 from inspector.video import VIDEO_SUFFIXES, VideoReader
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ class MainWindow(QMainWindow):
         self.adapt_worker: LibraryWorker | None = None
         self.reviews_to_learn: list[tuple[int, str, str | None]] = []  # decisions not yet recorded as examples
         self.refit_wanted = False  # F5 or a full batch while the library was busy
-        self.versus: dict[int, str] = {}  # finding id -> new / persisting against its line's reference run
+        # finding id -> ('new', None) or ('persisting', the reference run's finding) against its line's reference
+        self.versus: dict[int, tuple[str, FindingRecord | None]] = {}
         self.report_worker: ReportWorker | None = None
         self.live: LiveInference | None = None
         self._dialogs: list[QMessageBox] = []
@@ -235,6 +237,10 @@ class MainWindow(QMainWindow):
         self.zoom.setWordWrap(True)
         self.review_info = QLabel("")
         self.review_info.setWordWrap(True)
+        self.reference_zoom = QLabel()  # a persisting fault: the reference run's crop of it
+        self.reference_zoom.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.reference_zoom.setMaximumHeight(140)
+        self.reference_zoom.hide()
         review_panel = QWidget()
         column = QVBoxLayout(review_panel)
         row = QHBoxLayout()
@@ -243,6 +249,7 @@ class MainWindow(QMainWindow):
         row.addWidget(start, 1)
         column.addLayout(row)
         column.addWidget(self.zoom, 1)
+        column.addWidget(self.reference_zoom)
         column.addWidget(self.review_info)
         self._dock("Review", scrolling(review_panel), Qt.DockWidgetArea.RightDockWidgetArea)
         self.queue: ReviewQueue | None = None
@@ -504,7 +511,8 @@ class MainWindow(QMainWindow):
         status = self.status_filter.currentText()
         shown = [f for f in findings if self.class_filter.currentText() in ("all classes", f.class_name)
                  and status in ("all", f.status)]
-        self.findings_model.set_rows(shown, self.session.video.info.fps, self.versus)
+        self.findings_model.set_rows(shown, self.session.video.info.fps,
+                                     {i: mark for i, (mark, _) in self.versus.items()})
         self.timeline.set_findings(findings, self._frame_count())
         self.refresh_videos()
 
@@ -674,13 +682,34 @@ class MainWindow(QMainWindow):
             image = crop_image(self.current_image, spec)  # the frame show_frame just decoded
             self.zoom.setPixmap(QPixmap.fromImage(image).scaled(
                 self.zoom.size(), Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
+        mark, earlier = self.versus.get(finding.id, ("", None))
+        self._show_reference(earlier)
         types = self._label_names()
         keys = ", ".join(f"{k + 1} {name}" for k, name in enumerate(types[:9]))
         self.review_info.setText(
             f"{self.queue.position + 1} of {len(self.queue.ids)}: {finding.class_name} on {finding.crop}, "
-            f"score {finding.best_score:.2f}, {finding.status}\nC confirm · X reject · S skip · Backspace back · "
-            f"Shift+N next open · Esc stop" + (f"\nre-class: {keys}" if keys else ""))
+            f"score {finding.best_score:.2f}, {finding.status}" + (f", {mark} since the reference run" if mark else "")
+            + "\nC confirm · X reject · S skip · Backspace back · "
+            "Shift+N next open · Esc stop" + (f"\nre-class: {keys}" if keys else ""))
         self.status_text.setText(f"reviewing finding {self.queue.position + 1} of {len(self.queue.ids)}")
+
+    def _show_reference(self, earlier: FindingRecord | None) -> None:
+        """Beside a persisting finding, the reference run's crop of the same fault (decoded from that run)."""
+        self.reference_zoom.hide()
+        if earlier is None:
+            return
+        try:
+            frame, spec = self.session.finding_frame(earlier)
+        except InspectorError as exc:  # the reference video moved: the review goes on without it
+            log.warning("no reference crop for finding %d: %s", earlier.id, exc)
+            return
+        if spec is not None:
+            image = crop_image(frame.image, spec)
+            self.reference_zoom.setPixmap(QPixmap.fromImage(image).scaled(
+                self.reference_zoom.width(), 130, Qt.AspectRatioMode.KeepAspectRatio,
+                Qt.TransformationMode.SmoothTransformation))
+            self.reference_zoom.setToolTip(f"the reference run's finding {earlier.id} of the same fault")
+            self.reference_zoom.show()
 
     # labelling ------------------------------------------------------------------------------
     def _label_names(self) -> list[str]:

@@ -167,16 +167,25 @@ class Session:
     def findings(self) -> list[FindingRecord]:
         return [f for s in self.video_scans() for f in self.store.findings(s.id)]
 
-    def versus_reference(self) -> dict[int, str]:
-        """Finding id -> 'new' or 'persisting' against its line's reference run (empty without one)."""
+    def versus_reference(self) -> dict[int, tuple[str, FindingRecord | None]]:
+        """Finding id -> ('new', None) or ('persisting', the reference run's finding) against its
+        line's reference run (empty without one)."""
         try:
             compared = against_references(self.store)
         except InspectorError as exc:  # e.g. a reference run whose positions were replaced
             log.warning("no comparison with the reference run: %s", exc)
             return {}
-        marks = {i: "new" for v in compared.values() for i in v.new}
-        marks.update({i: "persisting" for v in compared.values() for i in v.persisting})
+        marks: dict[int, tuple[str, FindingRecord | None]] = {i: ("new", None) for v in compared.values()
+                                                               for i in v.new}
+        marks.update({i: ("persisting", earlier) for v in compared.values() for i, earlier in v.persisting.items()})
         return marks
+
+    def finding_frame(self, finding: FindingRecord) -> tuple[Frame, CropSpec | None]:
+        """A finding's best frame, decoded from its own video (another than the one open), and its crop."""
+        scan = self.store.scan(finding.scan_id)
+        specs = {c.name: c for c in parse_profile(scan.profile_text, f"profile of scan {scan.id}").crop_specs()}
+        with VideoReader(self.store.video(scan.video_id).path) as reader:
+            return reader.read_frame(finding.best_frame), specs.get(finding.crop)
 
     def set_status(self, finding_id: int, status: str, reviewed_class: str | None = None) -> None:
         self.store.set_finding_status(finding_id, status, reviewed_class)

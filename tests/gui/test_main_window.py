@@ -8,6 +8,7 @@ from PyQt6.QtCore import QSettings, Qt, QTimer
 from PyQt6.QtWidgets import QApplication, QDialog
 
 from inspector.gui.main_window import SHORTCUTS, MainWindow
+from inspector.gui.session import ReviewQueue
 from inspector.store import Store
 
 DEMO = Path(__file__).resolve().parents[2] / "assets" / "demo"
@@ -534,6 +535,16 @@ def test_findings_table_marks_new_and_persisting_against_the_reference_run(qtbot
     marks = [window.findings_model.data(window.findings_model.index(r, column))
              for r in range(window.findings_model.rowCount())]
     assert marks.count("new") == 1 and marks.count("persisting") >= 4, marks
+    # reviewing demo2: beside a persisting finding, the reference run's crop of it; none beside the new one
+    window.queue = ReviewQueue([f.id for f in window.findings_model.rows])
+    window._show_review()
+    seen = {}
+    while window.queue is not None and window.queue.current is not None:
+        mark = window.versus[window.queue.current][0]
+        seen[mark] = window.reference_zoom.isVisible() and not window.reference_zoom.pixmap().isNull()
+        assert f"{mark} since the reference run" in window.review_info.text()
+        window._review_move(1)
+    assert seen == {"persisting": True, "new": False}
     window._open_video(DEMO / "demo.mp4")  # the reference itself: nothing to mark
     assert not any(window.findings_model.data(window.findings_model.index(r, column))
                    for r in range(window.findings_model.rowCount()))
