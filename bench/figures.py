@@ -35,7 +35,7 @@ class Figure:
 def figures(document: Path) -> list[Figure]:
     out: list[Figure] = []
     command: str | None = None
-    level_of_command = 0
+    level_of_command = current_level = 1
     in_code, block, block_is_bash = False, [], False
     for number, line in enumerate(document.read_text(encoding="utf-8").splitlines(), start=1):
         if line.startswith("```"):
@@ -53,7 +53,6 @@ def figures(document: Path) -> list[Figure]:
             if command is not None and current_level <= level_of_command:
                 command = None
             continue
-        current_level = locals().get("current_level", 1)
         inline = [c for c in re.findall(r"`([^`]*)`", line) if c.startswith(("python ", "inspector ", "CI="))]
         if inline:
             command, level_of_command = inline[-1], current_level
