@@ -7,8 +7,8 @@ meta-learned steps, per-step step sizes and the initialisation; this module repl
 every class the project knows (the bundle's base classes from their stored embeddings, the
 operator's fault types from theirs), so adding a fault type never drops an old one.
 
-Besides the head it calibrates its scores (temperature scaling, fitted on cross-fitted logits of
-the support set: every example scored by a head that never saw it), sets
+Besides the head it calibrates its scores (temperature scaling per region, fitted on cross-fitted
+logits of the support set: every example scored by a head that never saw it), sets
 each fault class's alarm threshold for a target false-alarm rate on the normal examples, calibrates
 "none of these" (per-class prototype similarity floors) and estimates quality by leave-one-out
 over the operator's examples.
@@ -221,33 +221,38 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, weight: np.ndarray)
 
 
 def calibrate(logits: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec], scope: np.ndarray,
-              prior: float | None = None) -> tuple[float, np.ndarray]:
-    """The temperature, and each fault class's default alarm threshold: the calibrated score that
-    at most ``TARGET_FALSE_ALARMS`` of the other in-scope examples exceed (never below
+              example_regions: Sequence[str], prior: float | None = None) -> tuple[dict[str, float], np.ndarray]:
+    """A temperature per region, and each fault class's default alarm threshold: the calibrated
+    score that at most ``TARGET_FALSE_ALARMS`` of the other in-scope examples exceed (never below
     ``MIN_THRESHOLD``).
 
-    The temperature is fitted on cross-fitted logits (each class weighing the same within its
-    region, as in the inner loop) of the examples whose class keeps ``MIN_CALIBRATION_SHOTS`` or
-    more (a class with one example vanishes from its own fold), and shrunk towards the bundle's
+    Each region's temperature is fitted on the cross-fitted logits (each class weighing the same,
+    as in the inner loop) of the examples cut there whose class keeps ``MIN_CALIBRATION_SHOTS``
+    or more (a class with one example vanishes from its own fold), and shrunk towards the bundle's
     ``prior`` (fitted on few-shot episodes of its base examples) as if the prior were
-    ``PRIOR_WEIGHT`` examples: five examples of a new fault type move it a little, hundreds of
-    the bundle's base examples decide it."""
+    ``PRIOR_WEIGHT`` examples: five examples of a new fault type move it a little, hundreds of the
+    bundle's base examples decide it. Regions are calibrated apart, as they are adapted apart."""
+    where = np.asarray(example_regions, dtype=object)
     counts = np.bincount(targets, minlength=len(classes))
     usable = counts[targets] >= MIN_CALIBRATION_SHOTS
     weight = 1.0 / (counts[targets] * (scope & (counts > 0)).sum(axis=1))
-    if usable.any():
-        fitted = fit_temperature(logits[usable], targets[usable], weight[usable])
-        temperature = fitted if prior is None else float(np.exp(
-            (usable.sum() * np.log(fitted) + PRIOR_WEIGHT * np.log(prior)) / (usable.sum() + PRIOR_WEIGHT)))
-    else:
-        temperature = prior if prior is not None else 1.0
-    probabilities = softmax(logits / temperature)
+    temperatures: dict[str, float] = {}
+    for region in sorted(set(where.tolist())):
+        mine = (where == region) & usable
+        if mine.any():
+            fitted = fit_temperature(logits[mine], targets[mine], weight[mine])
+            temperatures[region] = fitted if prior is None else float(np.exp(
+                (mine.sum() * np.log(fitted) + PRIOR_WEIGHT * np.log(prior)) / (mine.sum() + PRIOR_WEIGHT)))
+        else:
+            temperatures[region] = prior if prior is not None else 1.0
+    per_example = np.array([temperatures[r] for r in where.tolist()])
+    probabilities = softmax(logits / per_example[:, None])
     thresholds = np.full(len(classes), MIN_THRESHOLD)
     for k, spec in enumerate(classes):
         negatives = scope[:, k] & (targets != k)
         if not spec.normal and negatives.any():
             thresholds[k] = max(MIN_THRESHOLD, float(np.quantile(probabilities[negatives, k], 1 - TARGET_FALSE_ALARMS)))
-    return temperature, np.minimum(thresholds, 0.999).astype(np.float32)
+    return temperatures, np.minimum(thresholds, 0.999).astype(np.float32)
 
 
 def episode_temperature(embeddings: np.ndarray, labels: Sequence[str], params: AdaptationParams,
@@ -346,14 +351,14 @@ def adapt(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[Class
     weight, bias = inner_loop(x, targets, len(classes), params, steps, step_size, scope)
     prototypes, floors = _prototypes(x.astype(np.float32), targets, classes)
     judged = np.ones(len(x), bool) if judged is None else np.asarray(judged, bool)
-    temperature, alarm = calibrate(_cross_fitted_logits(x, targets, scope, len(classes), params, steps, step_size),
-                                   targets, classes, scope, params.temperature)
+    temperatures, alarm = calibrate(_cross_fitted_logits(x, targets, scope, len(classes), params, steps, step_size),
+                                    targets, classes, scope, where, params.temperature)
     for k, spec in enumerate(classes):
         if thresholds and spec.name in thresholds:
             alarm[k] = thresholds[spec.name]
     head = Head(tuple(c.name for c in classes), weight, bias, tuple(c.normal for c in classes),
                 tuple(tuple(c.regions) for c in classes), threshold, params.logit_scale, version, dict(info or {}),
-                prototypes, floors, {r: c.astype(np.float32) for r, c in centers.items()}, temperature, alarm)
+                prototypes, floors, {r: c.astype(np.float32) for r, c in centers.items()}, temperatures, alarm)
     loo = _loo_accuracy(x, targets, scope, judged, len(classes), params, steps, step_size)
     counts = Counter(labels)
     judged_classes = {labels[i] for i in np.flatnonzero(judged)}

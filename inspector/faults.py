@@ -299,50 +299,9 @@ class FaultLibrary:
 
     def _fit(self, rows: list[ExampleRow], judged_types: set[str],
              thresholds: dict[str, float] | None = None) -> tuple[Head, Quality]:
-        base_embeddings, base_labels = self.bundle.load_base_examples()
-        specs: list[ClassSpec] = []
-        if self.bundle.head_stem is not None:
-            base = Head.load(self.bundle.path, self.bundle.head_stem)
-            missing = set(base.classes) - set(base_labels)
-            if missing:
-                raise FaultLibraryError(f"bundle {self.bundle.path}: has no base examples for "
-                                        f"{', '.join(sorted(missing))}, so its classes cannot be kept; re-export it")
-            specs = [ClassSpec(c, n, r) for c, n, r in zip(base.classes, base.normal, base.regions)]
-        regions: dict[str, set[str]] = defaultdict(set)
-        for row in rows:
-            regions[row.fault_type].add(row.region)
         normal_types = {t.name for t in self.store.fault_types(include_removed=True) if t.normal} | {NORMAL}
-        # A normal class with no fault type left in its regions (its last one was removed) has
-        # nothing to be told apart from: it sits out of the head; its examples stay in the library.
-        for name in [n for n in regions if n in normal_types]:
-            rivals = [s.name for s in specs if not s.regions or set(s.regions) & regions[name]]
-            rivals += [n for n in regions if n != name and (ANY_REGION in regions[n] or regions[n] & regions[name])]
-            if not rivals:
-                del regions[name]
-                rows = [r for r in rows if r.fault_type != name]
-        base = {spec.name: spec for spec in specs}
-        for name in [n for n in regions if n in base]:  # reviewed crops of the bundle's own classes
-            outside = regions[name] - set(base[name].regions) if base[name].regions else set()
-            if outside:
-                raise FaultLibraryError(f"examples of {name} lie in {', '.join(sorted(outside))}, where the bundle's "
-                                        f"{name} does not apply; take them out ('inspector faults examples {name}')")
-        specs += [ClassSpec(name, name in normal_types,
-                            () if ANY_REGION in regions[name] else tuple(sorted(regions[name])))
-                  for name in regions if name not in base]
-        embeddings = np.concatenate([base_embeddings] + [r.embedding[None] for r in rows]) if rows else base_embeddings
-        labels = base_labels + [r.fault_type for r in rows]
-        scopes = {spec.name: spec.regions for spec in specs}
-        where = [scopes[label][0] if scopes[label] else "*" for label in base_labels] + [r.region for r in rows]
-        judged = np.array([False] * len(base_labels) + [r.fault_type in judged_types or
-                                                         (r.fault_type == NORMAL and r.source == "operator")
-                                                         for r in rows])
-        try:
-            head, quality = adapt(embeddings, labels, specs, adaptation_for(self.bundle), where, judged=judged,
-                                  info={"bundle_digest": self._digest},
-                                  thresholds=self.store.thresholds() if thresholds is None else thresholds)
-        except AdaptationError as exc:
-            raise FaultLibraryError(str(exc)) from None
-        return head, quality
+        return fit_library_head(self.bundle, rows, normal_types, judged_types,
+                                self.store.thresholds() if thresholds is None else thresholds)
 
     def _save(self, note: str, head: Head, quality: Quality, fault_types: list[str], **change) -> int:
         """The change and its head as a new head version, in one transaction (with its crops)."""
@@ -498,6 +457,71 @@ class FaultLibrary:
         return sampled
 
 
+def fit_library_head(bundle: Bundle, rows: list[ExampleRow], normal_types: set[str], judged_types: set[str],
+                     thresholds: dict[str, float]) -> tuple[Head, Quality]:
+    """One head over the bundle's base classes (from its base examples) and the library's classes
+    (from ``rows``), with the bundle's adaptation: what every library change refits, and, with no
+    rows, the head a project starts with."""
+    base_embeddings, base_labels = bundle.load_base_examples()
+    specs: list[ClassSpec] = []
+    if bundle.head_stem is not None:
+        base = Head.load(bundle.path, bundle.head_stem)
+        missing = set(base.classes) - set(base_labels)
+        if missing:
+            raise FaultLibraryError(f"bundle {bundle.path}: has no base examples for "
+                                    f"{', '.join(sorted(missing))}, so its classes cannot be kept; re-export it")
+        specs = [ClassSpec(c, n, r) for c, n, r in zip(base.classes, base.normal, base.regions)]
+    regions: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        regions[row.fault_type].add(row.region)
+    # A normal class with no fault type left in its regions (its last one was removed) has
+    # nothing to be told apart from: it sits out of the head; its examples stay in the library.
+    for name in [n for n in regions if n in normal_types]:
+        rivals = [s.name for s in specs if not s.regions or set(s.regions) & regions[name]]
+        rivals += [n for n in regions if n != name and (ANY_REGION in regions[n] or regions[n] & regions[name])]
+        if not rivals:
+            del regions[name]
+            rows = [r for r in rows if r.fault_type != name]
+    base = {spec.name: spec for spec in specs}
+    for name in [n for n in regions if n in base]:  # reviewed crops of the bundle's own classes
+        outside = regions[name] - set(base[name].regions) if base[name].regions else set()
+        if outside:
+            raise FaultLibraryError(f"examples of {name} lie in {', '.join(sorted(outside))}, where the bundle's "
+                                    f"{name} does not apply; take them out ('inspector faults examples {name}')")
+    specs += [ClassSpec(name, name in normal_types,
+                        () if ANY_REGION in regions[name] else tuple(sorted(regions[name])))
+              for name in regions if name not in base]
+    embeddings = np.concatenate([base_embeddings] + [r.embedding[None] for r in rows]) if rows else base_embeddings
+    labels = base_labels + [r.fault_type for r in rows]
+    scopes = {spec.name: spec.regions for spec in specs}
+    where = [scopes[label][0] if scopes[label] else "*" for label in base_labels] + [r.region for r in rows]
+    judged = np.array([False] * len(base_labels) + [r.fault_type in judged_types or
+                                                     (r.fault_type == NORMAL and r.source == "operator")
+                                                     for r in rows])
+    try:
+        head, quality = adapt(embeddings, labels, specs, adaptation_for(bundle), where, judged=judged,
+                              info={"bundle_digest": bundle.digest},
+                              thresholds=thresholds)
+    except AdaptationError as exc:
+        raise FaultLibraryError(str(exc)) from None
+    return head, quality
+
+
+_BASE_HEADS: dict[str, Head] = {}  # bundle digest -> its base head as a project fits it
+
+
+def base_head(bundle: Bundle) -> Head:
+    """The head a project without fault types of its own scans with: the bundle's base classes
+    fitted from its base examples exactly as every later library change refits them (same
+    adaptation, calibration and thresholds), so adding a fault type elsewhere leaves their
+    decisions as they were. Bundles without base examples: their stored head."""
+    if bundle.base_examples is None:
+        return Head.load(bundle.path, bundle.head_stem).with_version(BASE_HEAD_VERSION)
+    if bundle.digest not in _BASE_HEADS:
+        _BASE_HEADS[bundle.digest] = fit_library_head(bundle, [], {NORMAL}, set(), {})[0]
+    return _BASE_HEADS[bundle.digest].with_version(BASE_HEAD_VERSION)
+
+
 def active_head(store: Store, bundle: Bundle) -> Head:
     """The project's active head for this bundle; the bundle's base head if it has none yet."""
     version = store.active_head_version()
@@ -505,7 +529,7 @@ def active_head(store: Store, bundle: Bundle) -> Head:
         if bundle.head_stem is None:
             raise FaultLibraryError(f"bundle {bundle.path}: has no base head and the project no fault types; "
                                     "add one with 'inspector faults add'")
-        return Head.load(bundle.path, bundle.head_stem).with_version(BASE_HEAD_VERSION)
+        return base_head(bundle)
     head_json, head_npz, digest = store.head_parts(version)
     if digest != bundle.digest:
         raise FaultLibraryError(f"the project's fault types (head version {version}) were made with another model "

@@ -8,8 +8,9 @@ whether it is a fault or a normal ("no fault") class, and which regions it appli
 track fault is never reported on the catenary.
 
 A crop's score for its top class is a calibrated probability, not the saturated softmax: the
-logits are divided by a temperature fitted on cross-fitted support logits (``temperature``,
-Guo et al. 2017). A fault is called only when that probability exceeds the class's alarm
+logits are divided by a temperature fitted on cross-fitted support logits of the crop's region
+(``temperatures``, Guo et al. 2017; per region, so a fault type added on the catenary leaves
+every track score as it was). A fault is called only when that probability exceeds the class's alarm
 threshold (``thresholds``) and, where the head carries class prototypes,
 the crop is at least as similar to that class's prototype as the class's own examples were
 (``similarity_floor``): a crop unlike anything labelled is "none of these", not a fault.
@@ -63,7 +64,7 @@ class Head:
     prototypes: np.ndarray | None = None  # C x D, unit length: mean support feature per class
     similarity_floor: np.ndarray | None = None  # C: lowest cosine similarity a fault call needs
     centers: dict[str, np.ndarray] = field(default_factory=dict)  # region ("*": any) -> D
-    temperature: float | None = None  # logits / temperature give calibrated probabilities; None: not fitted
+    temperatures: dict[str, float] = field(default_factory=dict)  # region ("*": any) -> T; empty: not fitted
     thresholds: np.ndarray | None = None  # C: alarm threshold per class on the calibrated score
 
     def __post_init__(self) -> None:
@@ -78,8 +79,8 @@ class Head:
                 self.prototypes is not None and (self.prototypes.shape != self.weight.shape
                                                  or self.similarity_floor.shape != (count,))):
             raise ValueError("prototypes (C x D) and similarity_floor (C) go together")
-        if self.temperature is not None and not self.temperature > 0:
-            raise ValueError("the temperature must be positive")
+        if any(not t > 0 for t in self.temperatures.values()):
+            raise ValueError("temperatures must be positive")
         if self.thresholds is not None and self.thresholds.shape != (count,):
             raise ValueError("thresholds must hold one value per class")
 
@@ -129,9 +130,15 @@ class Head:
             return np.full(np.shape(class_index), self.threshold, np.float32)
         return self.thresholds[class_index]
 
-    def scores(self, logits: np.ndarray) -> np.ndarray:
-        """N x C calibrated class probabilities (classes out of scope carry logit -inf)."""
-        return softmax(logits / (self.temperature or 1.0))
+    def temperature_for(self, region: str | None) -> float:
+        if region in self.temperatures:
+            return self.temperatures[region]
+        return self.temperatures.get("*", 1.0)
+
+    def scores(self, logits: np.ndarray, region: str | None = None) -> np.ndarray:
+        """N x C calibrated class probabilities of crops of a region (classes out of scope carry
+        logit -inf)."""
+        return softmax(logits / self.temperature_for(region))
 
     def classify(self, embeddings: np.ndarray, region: str) -> Prediction:
         """Top class per crop of one region, among the classes in scope for that region."""
@@ -143,7 +150,7 @@ class Head:
         logits = self.logit_scale * (features @ self.weight.T + self.bias)
         logits[:, ~mask] = -np.inf
         top = logits.argmax(axis=1)
-        score = self.scores(logits)[np.arange(n), top].astype(np.float32)
+        score = self.scores(logits, region)[np.arange(n), top].astype(np.float32)
         fault = ~np.asarray(self.normal, bool)[top] & (score > self.threshold_of(top)) & self.known(features, top)
         return Prediction(top, score, fault)
 
@@ -158,7 +165,7 @@ class Head:
                            "normal": list(self.normal), "regions": [list(r) for r in self.regions],
                            "threshold": self.threshold, "logit_scale": self.logit_scale,
                            "version": self.version, "info": self.info, "center_regions": list(self.centers),
-                           "temperature": self.temperature},
+                           "temperatures": self.temperatures},
                           indent=2) + "\n"
 
     def to_npz(self) -> bytes:
@@ -186,7 +193,8 @@ class Head:
                        tuple(bool(v) for v in meta["normal"]), tuple(tuple(r) for r in meta.get("regions", [])),
                        float(meta["threshold"]), float(meta["logit_scale"]), int(meta.get("version", 1)),
                        dict(meta.get("info", {})), arrays.get("prototypes"), arrays.get("similarity_floor"),
-                       centers, meta.get("temperature"), arrays.get("thresholds"))
+                       centers, {str(k): float(v) for k, v in meta.get("temperatures", {}).items()},
+                       arrays.get("thresholds"))
         except (OSError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{type(exc).__name__}: {exc}") from None
 

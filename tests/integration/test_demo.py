@@ -61,7 +61,7 @@ def test_the_demo_pair_compared_by_place(tmp_path, capsys):
     capsys.readouterr()
     assert main(["findings", "--project", str(project), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert rows and all(r["line"] == "L1" and r["mast_span"] for r in rows)  # every finding located
+    assert rows and all(r["line"] == "L1" and r["mast_span"] for r in rows), rows  # every finding located
     assert main(["compare", "--project", str(project), "--run", "demo.mp4", "--run", "demo2.mp4", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert (result["new"], result["gone"]) == (1, 1), result
@@ -69,7 +69,7 @@ def test_the_demo_pair_compared_by_place(tmp_path, capsys):
     assert new["class"] == "rail_break_or_gap" and 12225 <= new["chainage_m"] <= 12250  # segment 9
     assert gone["class"] == "fastener_clip_missing" and 12075 <= gone["chainage_m"] <= 12100  # segment 3
     assert result["persisting"] >= 4 and result["uncovered"] > 0
-    assert all(p["a"]["chainage_m"] == p["b"]["chainage_m"] for p in result["persisting_findings"])
+    assert all(abs(p["a"]["chainage_m"] - p["b"]["chainage_m"]) <= 5 for p in result["persisting_findings"])
     # demo is the line's reference run: the report marks demo2's findings and lists what is gone
     assert main(["positions", "reference", "demo.mp4", "--project", str(project)]) == 0
     assert main(["report", "--project", str(project)]) == 0

@@ -88,7 +88,7 @@ def test_a_crop_unlike_every_example_is_none_of_these():
         pred = head.classify(crop, "anywhere")
         assert head.classes[pred.class_index[0]] == "b" and pred.is_fault[0] == called
     blind = Head(head.classes, head.weight, head.bias, head.normal, head.regions, head.threshold, head.logit_scale,
-                 temperature=head.temperature, thresholds=head.thresholds)  # no prototypes: no rejection rule
+                 temperatures=head.temperatures, thresholds=head.thresholds)  # no prototypes: no rejection rule
     assert blind.classify(odd, "anywhere").is_fault[0]
 
 
@@ -120,7 +120,7 @@ def test_scores_are_calibrated():
         test, truth = draw(4000)
         assert 0.6 < (head.logits(test, "r").argmax(axis=1) == truth).mean() < 0.95  # a task with real errors
         assert _reliability_gap(head, test, truth) < 0.06, seed
-        assert _reliability_gap(replace(head, temperature=None), test, truth) > 0.06, seed
+        assert _reliability_gap(replace(head, temperatures={}), test, truth) > 0.06, seed
 
 
 def test_each_fault_class_has_its_own_alarm_threshold():
