@@ -64,7 +64,7 @@ def main() -> None:
                         help=f"a fault type to add (default: bird_nest={DEMO / 'bird_nest_examples.csv'})")
     parser.add_argument("--reviews", type=int, default=10)
     parser.add_argument("--bundle", type=Path)
-    parser.add_argument("--no-sample-normals", action="store_true", help="refit without unflagged crops")
+    parser.add_argument("--sample-normals", action="store_true", help="refit with unflagged crops as normals")
     args = parser.parse_args()
     examples = args.examples or [f"bird_nest={DEMO / 'bird_nest_examples.csv'}"]
     bundle = ["--bundle", str(args.bundle)] if args.bundle else []
@@ -85,7 +85,7 @@ def main() -> None:
             run("review", str(finding.id), decision, *(["--as", as_class] if as_class else []),
                 "--project", str(project), *bundle)
         run("faults", "refit", "--project", str(project), "--reclassify", *bundle,
-            *(["--no-sample-normals"] if args.no_sample_normals else []))
+            *(["--sample-normals"] if args.sample_normals else []))
         with Store(project) as store:
             after = store.findings()
     start = min(s.start_frame for s in truth)  # a ../shared/tools video: its labelled part is not scored

@@ -147,10 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     refit = faults_sub.add_parser("refit", help="adapt the head again from every example, the reviews' included",
                                   description="Each review teaches the library an example (confirmed: of its class; "
                                               "rejected: a normal crop of its region); refit makes a new head "
-                                              "version from all of them. The normal bank also grows by crops of "
-                                              "the scanned runs that nothing was flagged on, away from findings.")
-    refit.add_argument("--no-sample-normals", action="store_true",
-                       help="do not add unflagged crops of the scanned runs to the normal examples")
+                                              "version from all of them.")
+    refit.add_argument("--sample-normals", action="store_true",
+                       help="also add crops of the scanned runs that nothing was flagged on (away from findings) "
+                            "to the normal examples (off by default: it cost precision on the demo)")
     threshold = faults_sub.add_parser(
         "threshold", help="the alarm threshold of a fault type (a calibrated score; default: the one fitted)",
         description="A finding is raised when a crop's calibrated score for a fault type reaches its alarm "
@@ -597,7 +597,7 @@ def cmd_faults(args: argparse.Namespace) -> int:
             change = library.rename(args.name, args.new_name)
             print(f"renamed {args.name} to {args.new_name}: head version {change.version}")
         elif args.faults_command == "refit":
-            change = library.refit(sample_normals=not args.no_sample_normals)
+            change = library.refit(sample_normals=args.sample_normals)
             added = f", {change.examples[NORMAL]} unflagged crops added as normal" if change.examples else ""
             print(f"refitted: head version {change.version} in {change.seconds:.2f} s{added}")
             _print_quality(change)
