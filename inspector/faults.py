@@ -177,16 +177,15 @@ class FaultLibrary:
             raise FaultLibraryError(f"finding {finding.id} was scanned with model bundle {scan.bundle_name}; "
                                     "review it with that bundle (--bundle)")
         label = {Review.CONFIRMED: reviewed_class or finding.class_name, Review.REJECTED: NORMAL}.get(status)
-        classes = self.active_head().classes
-        if label is not None and label != NORMAL and label not in classes:
-            faults = ", ".join(c for c, n in zip(classes, self.active_head().normal) if not n)
-            raise FaultLibraryError(f"{label} is not a fault type of the project; known: {faults}")
+        head = self.active_head()
+        if label not in (None, NORMAL) and label not in head.classes:
+            raise FaultLibraryError(f"{label} is not a fault type of the project; known: "
+                                    f"{', '.join(head.fault_classes)}")
         rows = [] if label is None else [self._review_example(finding, label)]
-        known = {t.name for t in self.store.fault_types(include_removed=True)}
-        base = dict(zip(self.active_head().classes, self.active_head().normal))
-        new_types = [(r.fault_type, base.get(r.fault_type, r.fault_type == NORMAL)) for r in rows
-                     if r.fault_type not in known or r.fault_type in {t.name for t in self.store.fault_types(
-                         include_removed=True) if t.removed_at}]
+        types = {t.name: t for t in self.store.fault_types(include_removed=True)}
+        normal_of = dict(zip(head.classes, head.normal))
+        new_types = [(r.fault_type, normal_of.get(r.fault_type, r.fault_type == NORMAL)) for r in rows
+                     if r.fault_type not in types or types[r.fault_type].removed_at]
         self._with_crops(lambda: self.store.set_finding_status(finding_id, status, reviewed_class,
                                                                learned=(self._digest, new_types, rows)))
         return rows[0] if rows else None
