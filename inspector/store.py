@@ -449,10 +449,25 @@ class Store:
             conn.execute("DELETE FROM findings WHERE scan_id=?", (scan_id,))
             taken: set[int] = set()
             rows = []
-            for f in findings:
-                match = next(((record, at) for record, at in old if record.id not in taken
-                              and record.crop == f.crop and record.class_name == f.class_name
-                              and record.start_frame <= f.end_frame and f.start_frame <= record.end_frame), None)
+            # Per (crop, class) the findings never overlap each other, old or new: one sweep in frame
+            # order pairs each new finding with the first old one it overlaps (linear, not n x m).
+            earlier: dict[tuple[str, str], list[tuple[FindingRecord, str | None]]] = {}
+            for record, at in sorted(old, key=lambda pair: pair[0].start_frame):
+                earlier.setdefault((record.crop, record.class_name), []).append((record, at))
+            cursor: dict[tuple[str, str], int] = {}
+            for f in sorted(findings, key=lambda f: f.start_frame):
+                key = (f.crop, f.class_name)
+                candidates, i = earlier.get(key, []), cursor.get(key, 0)
+                while i < len(candidates) and candidates[i][0].end_frame < f.start_frame:
+                    i += 1
+                cursor[key] = i
+                match = None
+                for j in range(i, len(candidates)):
+                    if candidates[j][0].start_frame > f.end_frame:
+                        break
+                    if candidates[j][0].id not in taken:
+                        match = candidates[j]
+                        break
                 if match is None:
                     rows.append((None, f.crop, f.region, f.class_name, f.start_frame, f.end_frame, f.best_frame,
                                  f.best_score, f.frames, Review.OPEN, None, None))

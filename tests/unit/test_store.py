@@ -117,8 +117,36 @@ def test_findings_keep_their_review_status_when_regrouped(tmp_path, fault_video)
                      FindingRecord(0, scan.id, "track", "track", "red_fault", 40, 44, 41, 0.9, 5, "open")]
         store.replace_findings(scan.id, regrouped)
         assert [f.status for f in store.findings(scan.id)] == ["confirmed", "open"]
+        assert store.findings(scan.id)[0].id == finding.id  # the regrouped finding keeps its id
         with pytest.raises(StoreError, match="review status"):
             store.set_finding_status(finding.id, "maybe")
+
+
+def test_regrouping_a_long_run_keeps_ids_and_decisions_and_is_fast(tmp_path, fault_video):
+    """20,000 findings regrouped (each shifted a frame, a new one in between, a rejected one gone):
+    ids and decisions follow their finding, the dropped rejected one stays, in well under a second."""
+    import time
+
+    with Store(tmp_path / "p") as store:
+        scan = _scan(store, fault_video)
+        old = [FindingRecord(0, scan.id, "track", "track", "red_fault", 10 * k, 10 * k + 4, 10 * k, 0.9, 5, "open")
+               for k in range(20_000)]
+        store.replace_findings(scan.id, old)
+        before = store.findings(scan.id)
+        store.set_finding_status(before[7].id, "confirmed")
+        store.set_finding_status(before[8].id, "rejected")
+        regrouped = [FindingRecord(0, scan.id, "track", "track", "red_fault", 10 * k + 1, 10 * k + 5, 10 * k + 1,
+                                   0.9, 5, "open") for k in range(20_000) if k != 8]
+        regrouped.append(FindingRecord(0, scan.id, "track", "track", "red_fault", 75, 76, 75, 0.9, 2, "open"))
+        started = time.perf_counter()
+        store.replace_findings(scan.id, regrouped)
+        seconds = time.perf_counter() - started
+        after = {f.id: f for f in store.findings(scan.id)}
+        assert seconds < 1.0, seconds
+        assert all(after[f.id].start_frame == f.start_frame + 1 for f in before if f.id != before[8].id)
+        assert after[before[7].id].status == "confirmed"
+        assert after[before[8].id].status == "rejected" and after[before[8].id].start_frame == 80  # kept as it was
+        assert len(after) == 20_001 and sum(f.status == "open" for f in after.values()) == 19_999
 
 
 def test_positions_locate_a_time(tmp_path, fault_video):
