@@ -38,9 +38,10 @@ def test_bird_nest_from_five_labelled_frames_is_found_at_its_other_frames(tmp_pa
     labelled_until = 150  # the five examples lie in the first two nest passages (frames 1-86)
     later = score([f for f in findings if f.start_frame >= labelled_until],
                   [t for t in truth if t.start_frame >= labelled_until], {"bird_nest"})
-    # Measured with the shipped bundle: 8 of 12 later nest passages found, 8 of 8 findings right.
-    assert later.recall >= 0.5, later
-    assert later.precision >= 0.6, later
+    # Measured with the shipped bundle: 8 of 12 later nest passages found, 8 of 8 findings right; a
+    # passage less or one false finding in nine still passes, a real regression does not.
+    assert later.found >= 7, later
+    assert later.precision >= 0.85, later
     track_after = sorted((f.crop, f.start_frame, f.end_frame, f.class_name) for f in findings
                          if f.class_name != "bird_nest")
     assert track_after == track_before  # the known fault types are untouched
