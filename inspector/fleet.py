@@ -35,7 +35,7 @@ from inspector.regions import parse_profile
 from inspector.scan import Scanner, ScanResult
 from inspector.status import ScanState
 from inspector.store import DetectionRow, FindingRecord, Store
-from inspector.video import VideoReader, step_for_rate
+from inspector.video import VideoReader
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,6 @@ def scan_on_ray(scanner: Scanner, bundle_dir: Path, videos: list[Path], address:
     except ImportError:
         raise InspectorError("--ray needs Ray: pip install 'inspector[ray]'") from None
     store, head, backbone = scanner.store, scanner.head, scanner.backbone
-    bundle = backbone.bundle
     results: list[ScanResult] = []
     failed: list[Path] = []
     ray.init(address=address, num_cpus=workers if address is None else None, include_dashboard=False,
@@ -107,21 +106,14 @@ def scan_on_ray(scanner: Scanner, bundle_dir: Path, videos: list[Path], address:
         for path in videos:
             try:
                 with VideoReader(path) as reader:
-                    info = reader.info
-                profile = scanner.profile_of(info)
+                    record, profile, step = scanner.open(reader.info)
             except InspectorError as exc:
                 failed.append(path)
                 if on_error:
                     on_error(path, exc)
                 continue
-            step = scanner.step if scanner.target_fps is None else step_for_rate(info, scanner.target_fps)
-            video = store.add_video(info)
-            record = store.open_scan(video.id, bundle.digest, bundle.name, backbone.precision, profile.name,
-                                     profile.digest, profile.source, step)
             if record.status == ScanState.DONE:
-                result = ScanResult(path, record.id, ScanState.SKIPPED, 0, store.detection_count(record.id),
-                                    len(store.findings(record.id)), record.decode_errors, 0.0,
-                                    "already scanned with this bundle, profile and step")
+                result = scanner.skipped(path, record)
                 results.append(result)
                 if on_result:
                     on_result(result)

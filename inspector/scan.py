@@ -23,7 +23,7 @@ from inspector.findings import group_findings
 from inspector.heads import Head
 from inspector.regions import CropSpec, RegionProfile, crop_frame, parse_profile, profile_for
 from inspector.status import ScanState
-from inspector.store import DetectionRow, Store
+from inspector.store import DetectionRow, ScanRecord, Store
 from inspector.video import VideoInfo, VideoReader, step_for_rate
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,25 @@ class Scanner:
         self._check(profile, self.backbone.bundle.input_size)
         return profile
 
+    def open(self, info: VideoInfo) -> tuple[ScanRecord, RegionProfile, int]:
+        """The scan of a video with this scanner's bundle, profile and rate (resumed if it exists),
+        its profile and frame step."""
+        profile = self.profile_of(info)
+        step = self.step if self.target_fps is None else step_for_rate(info, self.target_fps)
+        video = self.store.add_video(info)
+        record = self.store.open_scan(video.id, self._bundle_digest, self.backbone.bundle.name,
+                                      self.backbone.precision, profile.name, profile.digest, profile.source, step)
+        return record, profile, step
+
+    def skipped(self, path: Path, record: ScanRecord) -> ScanResult:
+        """A video already scanned to the end: nothing decoded; classified again if the head is newer."""
+        message = "already scanned with this bundle, profile and step"
+        if record.classified_with != self.head.version:
+            reclassify(self.store, self.head, scan_ids=[record.id])
+            message += f"; classified again with head version {self.head.version}"
+        return ScanResult(path, record.id, ScanState.SKIPPED, 0, self.store.detection_count(record.id),
+                          len(self.store.findings(record.id)), record.decode_errors, 0.0, message)
+
     def scan(self, path: Path | str, progress: ProgressCallback | None = None,
              cancel: threading.Event | None = None) -> ScanResult:
         """Scan one video to the end (or until ``cancel`` is set); raises ``VideoError`` for a
@@ -106,24 +125,15 @@ class Scanner:
         started = time.monotonic()
         reader = VideoReader(path)
         info = reader.info
-        step = self.step if self.target_fps is None else step_for_rate(info, self.target_fps)
         try:
-            profile = self.profile_of(info)
+            record, profile, step = self.open(info)
         except InspectorError:
             reader.close()
             raise
         specs = profile.crop_specs()
-        video = self.store.add_video(info)
-        record = self.store.open_scan(video.id, self._bundle_digest, self.backbone.bundle.name,
-                                      self.backbone.precision, profile.name, profile.digest, profile.source, step)
         if record.status == ScanState.DONE:
             reader.close()
-            message = "already scanned with this bundle, profile and step"
-            if record.classified_with != self.head.version:
-                reclassify(self.store, self.head, scan_ids=[record.id])
-                message += f"; classified again with head version {self.head.version}"
-            return ScanResult(path, record.id, ScanState.SKIPPED, 0, self.store.detection_count(record.id),
-                              len(self.store.findings(record.id)), record.decode_errors, 0.0, message)
+            return self.skipped(path, record)
         if record.next_frame:
             log.info("%s: resuming at frame %d of %d", path, record.next_frame, info.frame_count)
         cancel = cancel or threading.Event()
