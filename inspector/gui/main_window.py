@@ -773,6 +773,8 @@ class MainWindow(QMainWindow):
         self._refresh_types()
         self.refresh_findings()
         self.refresh_overlay()
+        if self.queue is not None:  # the finding under review was classified again: its score and mark
+            self._show_review()
 
     def drop_example(self) -> None:
         item = self.examples_list.currentItem()
