@@ -566,12 +566,15 @@ class MainWindow(QMainWindow):
 
         self.quality_label.setText(f"learning from {len(batch)} new reviews…")
         self.adapt_worker = LibraryWorker(self.session.project, self.session.bundle, self.session.backbone, change)
-        self.adapt_worker.done.connect(self._reviews_learned)
+        self.adapt_worker.done.connect(
+            lambda change, summary: self._library_changed(change, f"learned from the reviews: {summary}"))
         self.adapt_worker.failed.connect(lambda message: (self.quality_label.setText(""), self.error(message)))
+        # The next round once the thread has ended: 'done' is sent while it still runs, and a round
+        # started from there would find it busy and wait for the next key.
+        self.adapt_worker.finished.connect(self._next_review_round)
         self.adapt_worker.start()
 
-    def _reviews_learned(self, change, summary: str) -> None:
-        self._library_changed(change, f"learned from the reviews: {summary}")
+    def _next_review_round(self) -> None:
         if self.refit_wanted or len(self.reviews_to_learn) >= REFIT_EVERY:
             self._learn_from_reviews()
 
