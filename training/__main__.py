@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     dis.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                      help="bf16 autocast (AMX CPUs, GPUs) or fp32 (default)")
     dis.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    dis.add_argument("--map-weight", type=float, default=0.5,
+                     help="weight of matching the teacher's stride-8/16 maps (patch features; 0: pooled only)")
     dis.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
     dis.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     meta = sub.add_parser("meta-train", help="episodic meta-training (MAML, FOMAML, ANIL, Reptile, ProtoNet, Matching)")
@@ -78,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         from training.distill import DistillConfig, distill
         cfg = DistillConfig(args.data, args.out, args.init_from, tuple(args.sources.split(",")), args.input_size,
                             args.epochs, args.batch_size, args.lr, checkpoint_minutes=args.checkpoint_minutes,
-                            precision=args.precision, threads=args.threads, device=args.device)
+                            precision=args.precision, threads=args.threads, device=args.device,
+                            map_weight=args.map_weight)
         print(f"wrote {distill(cfg)}")
     elif args.command == "meta-train":
         from training.train import TrainConfig, meta_train

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 SOURCE_REPEATS = {"broad_corpus": 1, "track_scene": 4, "overhead_line": 1}
 OVERHEAD_LINE_SCENES = 600
 STATS_VIEWS = 1024  # plain views whose teacher features fix the standardisation of the targets
+# EfficientNet-Lite0's blocks at stride 8 and 16 (40 and 112 channels), matched by ResNet18's stages 2 and 3.
+TEACHER_STAGES = ("_blocks.4", "_blocks.10")
+STUDENT_STAGES = ("layer2", "layer3")
 
 
 @dataclass
@@ -64,10 +67,13 @@ class DistillConfig:
     seed: int = 0
     threads: int = 2
     device: str = "auto"
+    map_weight: float = 0.5  # weight of the stage-map hints beside the pooled target (0: pooled only)
+    teacher_stages: tuple[str, ...] = TEACHER_STAGES  # teacher modules whose maps the student's stages match
 
     def identity(self) -> dict:
         """What a resumed run must agree on (the schedule and the data depend on these)."""
-        return {k: v for k, v in asdict(self).items() if k in ("sources", "input_size", "epochs", "batch_size", "seed")}
+        keys = ("sources", "input_size", "epochs", "batch_size", "seed") + (("map_weight",) if self.map_weight else ())
+        return {k: v for k, v in asdict(self).items() if k in keys}
 
 
 def load_teacher() -> nn.Module:
@@ -87,6 +93,37 @@ def teacher_features(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Pooled features: EfficientNet's ``extract_features`` if it has one, else the module's output."""
     extract = getattr(teacher, "extract_features", teacher)
     return extract(images).float().mean(dim=(2, 3))
+
+
+class StageTaps:
+    """Forward hooks that keep the latest outputs of named modules (a network's stage maps)."""
+
+    def __init__(self, model: nn.Module, names: tuple[str, ...]) -> None:
+        modules = dict(model.named_modules())
+        missing = [n for n in names if n not in modules]
+        if missing:
+            raise SystemExit(f"the network has no module {', '.join(missing)} to match stage maps at; "
+                             "pass --map-weight 0 to match the pooled features only")
+        self.names = names
+        self.outputs: dict[str, torch.Tensor] = {}
+        for name in names:
+            modules[name].register_forward_hook(lambda _m, _i, out, name=name: self.outputs.__setitem__(name, out))
+
+    def maps(self) -> list[torch.Tensor]:
+        return [self.outputs[n] for n in self.names]
+
+
+def map_loss(student_maps: list[torch.Tensor], teacher_maps: list[torch.Tensor], projectors: nn.ModuleList,
+             stats: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Mean squared error between projected student maps and channel-standardised teacher maps (the
+    teacher's map pooled onto the student's grid where it is finer)."""
+    losses = []
+    for s_map, t_map, projector, (mean, std) in zip(student_maps, teacher_maps, projectors, stats):
+        target = (t_map.float() - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+        if target.shape[-2:] != s_map.shape[-2:]:
+            target = F.adaptive_avg_pool2d(target, s_map.shape[-2:])
+        losses.append(F.mse_loss(projector(s_map).float(), target))
+    return torch.stack(losses).mean()
 
 
 Pools = dict[str, list[np.ndarray]]  # per source: uint8 RGB images
@@ -183,16 +220,22 @@ def _device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
-def feature_stats(teacher: nn.Module, pools: Pools, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std of the teacher's features on plain views of every source, fixed
-    for the whole run (standardised targets weigh every feature dimension alike)."""
+def feature_stats(teacher: nn.Module, taps: StageTaps, pools: Pools, size: int, device: torch.device):
+    """Per-dimension mean and std of the teacher's pooled features, and per channel of its tapped
+    stage maps, on plain views of every source, fixed for the whole run (standardised targets weigh
+    every dimension alike)."""
     resize = A.Compose([A.SmallestMaxSize(size), A.CenterCrop(size, size)])
     images = [image for pool in pools.values() for image in pool]
     picks = np.random.default_rng(0).choice(len(images), min(STATS_VIEWS, len(images)), replace=False)
     views = np.stack([resize(image=images[i])["image"] for i in picks])
+    feats, maps = [], []
     with torch.no_grad():
-        feats = torch.cat([teacher_features(teacher, normalise(views[i:i + 128], device)) for i in range(0, len(views), 128)])
-    return feats.mean(0), feats.std(0) + 1e-3
+        for i in range(0, len(views), 128):
+            feats.append(teacher_features(teacher, normalise(views[i:i + 128], device)))
+            maps.append([m.float().transpose(0, 1).flatten(1) for m in taps.maps()])  # C x (N*H*W) per stage
+    feats = torch.cat(feats)
+    map_stats = [(torch.cat(per, 1).mean(1), torch.cat(per, 1).std(1) + 1e-3) for per in zip(*maps)]
+    return feats.mean(0), feats.std(0) + 1e-3, map_stats
 
 
 def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module | None = None) -> Path:
@@ -219,27 +262,36 @@ def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module |
     teacher = (load_teacher() if teacher is None else teacher).to(device, memory_format=torch.channels_last)
     student = embedding_net(cfg.init_from, _calibration(pools, cfg.input_size)).to(
         device, memory_format=torch.channels_last)
-    projector = nn.Linear(EMBEDDING_SIZE, teacher_features(teacher, torch.zeros(1, 3, cfg.input_size, cfg.input_size,
-                                                                                  device=device)).shape[1]).to(device)
-    optimiser = torch.optim.AdamW([*student.parameters(), *projector.parameters()], lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay)
+    stages = cfg.teacher_stages if cfg.map_weight else ()
+    teacher_taps, student_taps = StageTaps(teacher, stages), StageTaps(student.trunk, STUDENT_STAGES[:len(stages)])
+    probe = torch.zeros(2, 3, cfg.input_size, cfg.input_size, device=device)
+    with torch.no_grad():
+        projector = nn.Linear(EMBEDDING_SIZE, teacher_features(teacher, probe).shape[1]).to(device)
+        student.eval()(probe)
+    map_projectors = nn.ModuleList(nn.Conv2d(s.shape[1], t.shape[1], 1) for s, t in
+                                   zip(student_taps.maps(), teacher_taps.maps())).to(device)
+    optimiser = torch.optim.AdamW([*student.parameters(), *projector.parameters(), *map_projectors.parameters()],
+                                  lr=cfg.lr, weight_decay=cfg.weight_decay)
     plan = Schedule(names, [len(pools[n]) for n in names], cfg.batch_size, cfg.seed)
     total = cfg.epochs * plan.steps_per_epoch
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, cfg.lr, total_steps=total, pct_start=0.05,
                                                    anneal_strategy="cos")
     if previous is not None:
-        restore(ckpt_path, device, student=student, projector=projector, optimiser=optimiser, schedule=schedule)
+        restore(ckpt_path, device, student=student, projector=projector, optimiser=optimiser, schedule=schedule,
+                **({"map_projectors": map_projectors} if stages else {}))
         mean, std = previous["target_mean"].to(device), previous["target_std"].to(device)
+        map_stats = [(m.to(device), v.to(device)) for m, v in previous.get("map_stats", [])]
         position, seen, spent = int(previous["position"]), int(previous["images_seen"]), float(previous["seconds"])
         log.info("resuming at step %d of %d", position, total)
     else:
-        mean, std = feature_stats(teacher, pools, cfg.input_size, device)
+        mean, std, map_stats = feature_stats(teacher, teacher_taps, pools, cfg.input_size, device)
         position, seen, spent = 0, 0, 0.0
     pipelines = view_pipelines(cfg.input_size)
     log_path = cfg.out_dir / "distill_log.csv"
 
     def checkpoint(done: bool = False) -> None:
         save_atomically({"student": student.state_dict(), "projector": projector.state_dict(),
+                         "map_projectors": map_projectors.state_dict(), "map_stats": [(m.cpu(), v.cpu()) for m, v in map_stats],
                          "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
                          "target_mean": mean.cpu(), "target_std": std.cpu(), "position": position,
                          "images_seen": seen, "seconds": spent, "done": done,
@@ -256,8 +308,11 @@ def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module |
         x = mix(normalise(views, device), cfg.mix_share, generator).contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), low_precision(device, cfg.precision):
             target = (teacher_features(teacher, x) - mean) / std
+            teacher_maps = teacher_taps.maps()
         with low_precision(device, cfg.precision):
             loss = F.mse_loss(projector(student.forward_features(x)).float(), target)
+            if map_stats:
+                loss = loss + cfg.map_weight * map_loss(student_taps.maps(), teacher_maps, map_projectors, map_stats)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

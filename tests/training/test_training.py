@@ -246,8 +246,9 @@ def test_distillation_matches_the_teacher_and_resumes_mid_run(tmp_path):
     pools = {"broad_corpus": [stripes(name, rng, size=48) for name in ORIENTATIONS for _ in range(24)],
              "track_scene": [stripes(name, rng, size=96) for name in ORIENTATIONS for _ in range(2)]}
     teacher = torch.nn.Sequential(torch.nn.Conv2d(3, 24, 8, stride=8), torch.nn.ReLU())  # fixed random features
+    # Its ReLU's map (stride 8, as EfficientNet's block 4 at 128 px) is the hint for the student's layer2.
     cfg = DistillConfig(tmp_path, tmp_path / "run", sources=("broad_corpus", "track_scene"), input_size=32,
-                        epochs=6, batch_size=16, lr=3e-3, checkpoint_minutes=0)
+                        epochs=6, batch_size=16, lr=3e-3, checkpoint_minutes=0, teacher_stages=("1",))
     final = distill(cfg, pools, teacher)
     rows = (cfg.out_dir / "distill_log.csv").read_text().splitlines()
     losses = [float(r.split(",")[2]) for r in rows[1:]]
@@ -257,12 +258,14 @@ def test_distillation_matches_the_teacher_and_resumes_mid_run(tmp_path):
     assert size == 32 and net(torch.zeros(1, 3, 32, 32)).shape == (1, 512)
     state = torch.load(final, weights_only=True)
     assert state["views"] == ["broad_corpus", "track_scene"] and state["images_seen"] == 6 * 8 * 16
+    hints = torch.load(cfg.out_dir / "distill_last.pt", weights_only=True)["map_projectors"]
+    assert hints["0.weight"].shape == (24, 128, 1, 1)  # layer2 (128 channels) learnt to predict the teacher's map
     distill(cfg)  # finished: neither the data nor the teacher is loaded again
     assert len((cfg.out_dir / "distill_log.csv").read_text().splitlines()) == 7
 
     # Stop a second run after 20 of its 48 steps, resume: the same weights as the straight run.
     interrupted = DistillConfig(tmp_path, tmp_path / "stopped", sources=cfg.sources, input_size=32, epochs=6,
-                                batch_size=16, lr=3e-3, checkpoint_minutes=0)
+                                batch_size=16, lr=3e-3, checkpoint_minutes=0, teacher_stages=("1",))
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
         distill(interrupted, pools, _StopAfter(teacher, 20 + 2))  # +2: the size probe, the statistics pass
@@ -273,20 +276,23 @@ def test_distillation_matches_the_teacher_and_resumes_mid_run(tmp_path):
     assert all(torch.allclose(resumed[k].float(), straight[k].float(), atol=1e-5) for k in straight)
     with pytest.raises(SystemExit, match="started with other settings"):  # one line, not a traceback
         distill(DistillConfig(tmp_path, cfg.out_dir, sources=cfg.sources, input_size=32, epochs=7, batch_size=16))
+    with pytest.raises(SystemExit, match="no module _blocks.4"):  # a teacher without the default stages
+        distill(DistillConfig(tmp_path, tmp_path / "other", sources=cfg.sources, input_size=32, epochs=1), pools, teacher)
 
 
-class _StopAfter(torch.nn.Module):
-    """A teacher that raises KeyboardInterrupt on its n-th call, as Ctrl-C would mid-run."""
+class _StopAfter(torch.nn.Sequential):
+    """The same teacher (the same modules, so the same stage taps) raising KeyboardInterrupt on its
+    n-th call, as Ctrl-C would mid-run."""
 
-    def __init__(self, teacher: torch.nn.Module, calls: int) -> None:
-        super().__init__()
-        self.teacher, self.calls = teacher, calls
+    def __init__(self, teacher: torch.nn.Sequential, calls: int) -> None:
+        super().__init__(*teacher)
+        self.calls = calls
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls -= 1
         if self.calls < 0:
             raise KeyboardInterrupt
-        return self.teacher(x)
+        return super().forward(x)
 
 
 def test_a_bundle_backbone_comes_back_as_a_trainable_network(tmp_path):
