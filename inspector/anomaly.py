@@ -7,6 +7,7 @@ nearest bank patch; its score is the largest of them (the most unusual place in 
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,3 +78,136 @@ def auroc(normal: np.ndarray, anomalous: np.ndarray) -> float:
     ranks = mid_ranks[inverse]
     u = ranks[len(normal):].sum() - len(anomalous) * (len(anomalous) + 1) / 2
     return float(u / (len(normal) * len(anomalous)))
+
+
+ANOMALY = "anomaly"  # the class of a finding that no fault type explains but that differs from normal
+DEFAULT_FALSE_ALARM_RATE = 0.01  # of normal crops, the share an alarm threshold lets through
+CALIBRATION_SHARE = 0.2  # the last fifth of the normal crops (in time) sets the threshold
+MIN_NORMALS = 10
+
+
+class AnomalyFitError(ValueError):
+    """Normal crops that cannot make an anomaly model."""
+
+
+@dataclass(frozen=True)
+class AnomalyModel:
+    """What a region's normal crops look like: a patch memory bank, and the alarm threshold on the
+    anomaly score that held-out normal crops of the same region calibrated."""
+
+    region: str
+    bank: np.ndarray  # B x C patch features (float16 at rest)
+    threshold: float  # raw score above which a crop is an anomaly
+    calibration: np.ndarray  # sorted scores of the held-out normal crops
+    bundle_digest: str
+    normals: int  # crops the model was fitted from
+    version: int = 0
+
+    def score(self, patches: np.ndarray) -> AnomalyMaps:
+        return score_patches(patches, self.bank)
+
+    def probability(self, scores: np.ndarray) -> np.ndarray:
+        """A finding's score: 0.5 at the alarm threshold, towards 1 as the crop lies farther out,
+        on the scale of how much held-out normal crops' scores spread (a logistic in raw score)."""
+        spread = max(float(self.calibration.std()), 1e-6)
+        return (1 / (1 + np.exp(-(np.asarray(scores, np.float64) - self.threshold) / spread))).astype(np.float32)
+
+    def to_npz(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, bank=self.bank.astype(np.float16), calibration=self.calibration.astype(np.float32))
+        return buffer.getvalue()
+
+    @classmethod
+    def from_parts(cls, region: str, npz: bytes, threshold: float, bundle_digest: str, normals: int,
+                   version: int) -> AnomalyModel:
+        with np.load(io.BytesIO(npz), allow_pickle=False) as data:
+            return cls(region, data["bank"].astype(np.float32), threshold, data["calibration"], bundle_digest,
+                       normals, version)
+
+
+def fit_anomaly(patches: np.ndarray, region: str, bundle_digest: str, bank_size: int = DEFAULT_BANK_SIZE,
+                false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE) -> AnomalyModel:
+    """A region's anomaly model from the patch features (N x C x G x G) of its normal crops, in
+    time order. The bank comes from the first crops, the threshold from the last fifth, which the
+    bank never saw: neighbouring frames are near copies, so a threshold set on frames mixed in
+    with the bank's would be far too low for the next run."""
+    if len(patches) < MIN_NORMALS:
+        raise AnomalyFitError(f"{len(patches)} normal crops are too few for an anomaly model of region {region}; "
+                              f"give at least {MIN_NORMALS} (a few seconds of normal video)")
+    if not 0 < false_alarm_rate < 1:
+        raise AnomalyFitError("the false-alarm rate must be between 0 and 1")
+    held = max(2, int(round(len(patches) * CALIBRATION_SHARE)))
+    vectors = patch_vectors(patches[:-held]).reshape(-1, patches.shape[1])
+    bank = vectors[greedy_coreset(vectors, bank_size)]
+    calibration = np.sort(score_patches(patches[-held:], bank).scores)
+    threshold = float(np.quantile(calibration, 1 - false_alarm_rate, method="higher"))
+    return AnomalyModel(region, bank.astype(np.float16).astype(np.float32), threshold, calibration,
+                        bundle_digest, len(patches))
+
+
+def flag_anomalies(models: dict[str, AnomalyModel], patches: np.ndarray, regions: list[str],
+                   is_fault: np.ndarray) -> dict[int, float]:
+    """Crops that no fault type claims but that differ from their region's normal: crop index ->
+    score (``AnomalyModel.probability``). Only regions with a model are looked at."""
+    flagged: dict[int, float] = {}
+    for region, model in models.items():
+        index = np.array([i for i, r in enumerate(regions) if r == region and not is_fault[i]], np.int64)
+        if not len(index):
+            continue
+        raw = model.score(patches[index]).scores
+        alarm = raw > model.threshold
+        flagged.update(zip(index[alarm].tolist(), model.probability(raw[alarm]).tolist()))
+    return flagged
+
+
+@dataclass(frozen=True)
+class AnomalyEvaluation:
+    shot: int
+    episodes: int
+    aurocs: np.ndarray  # per episode, 0..1
+
+    @property
+    def auroc(self) -> float:
+        return float(self.aurocs.mean() * 100)
+
+    @property
+    def ci95(self) -> float:
+        return float(1.96 * self.aurocs.std(ddof=1) / np.sqrt(len(self.aurocs)) * 100) if len(self.aurocs) > 1 else 0.0
+
+    def as_json(self) -> dict:
+        return {"auroc": round(self.auroc, 2), "ci95": round(self.ci95, 2), "shot": self.shot,
+                "episodes": self.episodes}
+
+
+def evaluate_anomaly(patches: np.ndarray, normal: np.ndarray, groups: list[str], shot: int, episodes: int,
+                     seed: int = 0, test_per_side: int = 100, bank_size: int = DEFAULT_BANK_SIZE) -> AnomalyEvaluation:
+    """Image-level AUROC when ``shot`` normal images are all the training data: per episode the
+    bank is built from their patches, then normal images of other groups and anomalous images (up
+    to ``test_per_side`` of each, drawn at random) are scored. ``patches``: N x C x G x G for
+    every image, ``normal``: N booleans; the same function scores any backbone's patches (the
+    anchor's too), so the recipe is the same for all."""
+    normal = np.asarray(normal, bool)
+    groups_arr = np.asarray(groups, dtype=object)
+    normal_index, anomalous_index = np.flatnonzero(normal), np.flatnonzero(~normal)
+    if len(set(groups_arr[normal_index].tolist())) < shot + 1 or not len(anomalous_index):
+        raise AnomalyFitError(f"need normal images of more than {shot} groups and some anomalous ones; "
+                              f"have {len(normal_index)} normal and {len(anomalous_index)} anomalous")
+    rng = np.random.default_rng(seed)
+    aurocs = []
+    for _ in range(episodes):
+        support: list[int] = []
+        used: set[str] = set()
+        for i in rng.permutation(normal_index):  # one image per group: K distinct views of normal
+            if groups_arr[i] not in used:
+                support.append(int(i))
+                used.add(groups_arr[i])
+            if len(support) == shot:
+                break
+        rest = np.array([i for i in normal_index if groups_arr[i] not in used])
+        test_normal = rng.choice(rest, min(test_per_side, len(rest)), replace=False)
+        test_anomalous = rng.choice(anomalous_index, min(test_per_side, len(anomalous_index)), replace=False)
+        vectors = patch_vectors(patches[support]).reshape(-1, patches.shape[1])
+        bank = vectors[greedy_coreset(vectors, bank_size, seed)]
+        aurocs.append(auroc(score_patches(patches[test_normal], bank).scores,
+                            score_patches(patches[test_anomalous], bank).scores))
+    return AnomalyEvaluation(shot, episodes, np.asarray(aurocs))

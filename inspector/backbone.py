@@ -66,14 +66,43 @@ class Backbone:
             if isinstance(dim, int) and dim != size:
                 raise BundleError(f"bundle {self.bundle.path}: backbone expects {shape[2]}x{shape[3]} px "
                                   f"but bundle.json says {size} px; fix input.size or re-export")
-        out_shape = self._session.get_outputs()[0].shape
+        outputs = self._session.get_outputs()
+        self._embedding_output = outputs[0].name
+        out_shape = outputs[0].shape
         if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != self.bundle.embedding_size):
             raise BundleError(f"bundle {self.bundle.path}: backbone output {out_shape} does not match "
                               f"embedding_size {self.bundle.embedding_size}; re-export")
+        patches = self.bundle.patch_features
+        if patches is not None:
+            shapes = {o.name: o.shape for o in outputs}
+            if patches.output not in shapes:
+                raise BundleError(f"bundle {self.bundle.path}: bundle.json names patch output {patches.output!r} "
+                                  "but the backbone has none; add them with 'python -m training add-patch-features'")
+
+    @property
+    def has_patches(self) -> bool:
+        """Whether the backbone gives anomaly mode's patch features."""
+        return self.bundle.patch_features is not None
 
     def embed(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """N x S x S x 3 uint8 RGB crops -> N x D embeddings."""
         out = np.empty((len(crops), self.bundle.embedding_size), np.float32)
         for start in range(0, len(crops), batch_size):
             batch = self.bundle.preprocessing.normalise(crops[start:start + batch_size])
-            out[start:start + len(batch)] = self._session.run(None, {self._input.name: batch})[0]
+            out[start:start + len(batch)] = self._session.run([self._embedding_output], {self._input.name: batch})[0]
         return out
+
+    def embed_patches(self, crops: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and patch features (N x C x G x G) of the same crops, from one ONNX run."""
+        features = self.bundle.patch_features
+        if features is None:
+            raise BundleError(f"bundle {self.bundle.path} has no patch features for anomaly mode; add them with "
+                              "'python -m training add-patch-features' or use a newer bundle")
+        embeddings = np.empty((len(crops), self.bundle.embedding_size), np.float32)
+        patches = np.empty((len(crops), features.channels, features.grid, features.grid), np.float32)
+        for start in range(0, len(crops), batch_size):
+            batch = self.bundle.preprocessing.normalise(crops[start:start + batch_size])
+            emb, pat = self._session.run([self._embedding_output, features.output], {self._input.name: batch})
+            embeddings[start:start + len(batch)] = emb
+            patches[start:start + len(batch)] = pat
+        return embeddings, patches

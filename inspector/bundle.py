@@ -98,6 +98,36 @@ class AdaptationParams:
 
 
 @dataclass(frozen=True)
+class PatchFeatures:
+    """The backbone's second output, for anomaly mode (``inspector.anomaly``): per crop a
+    ``channels`` x ``grid`` x ``grid`` map of mid-level patch features from the ``layers`` named."""
+
+    output: str
+    channels: int
+    grid: int
+    layers: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any], where: str) -> PatchFeatures:
+        try:
+            features = cls(str(raw["output"]), int(raw["channels"]), int(raw["grid"]),
+                           tuple(str(v) for v in raw["layers"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{where}: patch_features is incomplete ({exc}); add them again with "
+                              "'python -m training add-patch-features'") from None
+        if features.channels < 1 or features.grid < 1:
+            raise BundleError(f"{where}: patch_features needs positive channels and grid")
+        return features
+
+    def to_json(self) -> dict[str, Any]:
+        return {"output": self.output, "channels": self.channels, "grid": self.grid, "layers": list(self.layers)}
+
+    def describe(self) -> str:
+        return (f"{self.channels} channels on a {self.grid} x {self.grid} grid from {' + '.join(self.layers)} "
+                f"(output {self.output!r})")
+
+
+@dataclass(frozen=True)
 class Bundle:
     path: Path
     name: str
@@ -108,6 +138,7 @@ class Bundle:
     head_stem: str | None
     provenance: dict[str, Any] = field(default_factory=dict)
     base_examples: Path | None = None  # embeddings + labels of the base head's classes
+    patch_features: PatchFeatures | None = None  # anomaly mode's patch output; None: the bundle has none
 
     @property
     def input_size(self) -> int:
@@ -181,15 +212,18 @@ def load_bundle(path: Path | str | None = None) -> Bundle:
     base_examples = path / raw["base_examples"] if raw.get("base_examples") else None
     if base_examples is not None and not base_examples.is_file():
         raise BundleError(f"bundle {path}: base examples {base_examples.name} are missing; restore the bundle")
+    patches = (PatchFeatures.from_json(raw["patch_features"], f"bundle {path}")
+               if raw.get("patch_features") else None)
     return Bundle(path, str(raw.get("name", path.name)), Preprocessing(size, mean, std),  # type: ignore[arg-type]
                   embedding_size, files,
                   AdaptationParams.from_json(raw.get("adaptation", {}), f"bundle {path}"),
-                  head_stem, dict(raw.get("provenance", {})), base_examples)
+                  head_stem, dict(raw.get("provenance", {})), base_examples, patches)
 
 
 def bundle_json(name: str, preprocessing: Preprocessing, embedding_size: int, backbones: dict[str, str],
                 adaptation: AdaptationParams, head: str | None = None, base_examples: str | None = None,
-                provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+                provenance: dict[str, Any] | None = None,
+                patch_features: PatchFeatures | None = None) -> dict[str, Any]:
     """The ``bundle.json`` that ``load_bundle`` reads (what ``training.export`` writes)."""
     meta: dict[str, Any] = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION, "name": name,
                             "input": preprocessing.to_json(), "embedding_size": embedding_size,
@@ -198,6 +232,8 @@ def bundle_json(name: str, preprocessing: Preprocessing, embedding_size: int, ba
         meta["head"] = head
     if base_examples:
         meta["base_examples"] = base_examples
+    if patch_features:
+        meta["patch_features"] = patch_features.to_json()
     if provenance:
         meta["provenance"] = provenance
     return meta

@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write the HTML and CSV report of a project")
     report.add_argument("--project", type=Path, required=True, metavar="DIR")
     report.add_argument("--out", type=Path, metavar="DIR", help="report folder (default: PROJECT/report)")
+    report.add_argument("--bundle", type=Path, metavar="DIR",
+                        help="model bundle for anomaly heatmaps (default: the shipped one)")
     report.add_argument("--geojson", action="store_true",
                         help="also write findings.geojson (findings with GPS, as points) for GIS tools such as QGIS")
 
@@ -190,6 +192,46 @@ def build_parser() -> argparse.ArgumentParser:
     fewshot.add_argument("--tta", action="store_true",
                          help="test-time augmentation of the support images (as 'faults add --tta')")
     fewshot.add_argument("--json", action="store_true", help="end with one JSON line (accuracy and ci95 in %%)")
+
+    anomaly = sub.add_parser("anomaly", help="anomaly mode: flag what differs from a region's normal look, "
+                             "with no fault examples at all")
+    anomaly_sub = anomaly.add_subparsers(dest="anomaly_command", required=True)
+    fit = anomaly_sub.add_parser(
+        "fit", help="fit a region's anomaly model from normal frames (active for every later scan)",
+        description="Learn what a region looks like when nothing is wrong, from a stretch of normal video or an "
+                    "examples file. Scans then flag crops of that region that no fault type explains but that "
+                    "differ from normal, as findings of class 'anomaly'. Runs already scanned are scanned again.")
+    fit.add_argument("--project", type=Path, required=True, metavar="DIR")
+    fit.add_argument("--region", required=True, metavar="NAME", help="a region of the profile, e.g. catenary")
+    source = fit.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video", type=Path, metavar="VIDEO", help="a video with normal frames (with --frames)")
+    source.add_argument("--examples", type=Path, metavar="CSV", help="an examples file of normal crops")
+    fit.add_argument("--frames", metavar="A-B", help="with --video: the range of normal frames (default: all)")
+    fit.add_argument("--profile", metavar="NAME|FILE", help="region profile (default: as the video is scanned)")
+    fit.add_argument("--false-alarms", type=_positive_float, default=0.01, metavar="RATE",
+                     help="share of normal crops allowed above the alarm threshold (default 0.01)")
+    fit.add_argument("--bank-size", type=_positive_int, default=4096, metavar="N",
+                     help="patches kept by coreset selection (default 4096)")
+    fit.add_argument("--bundle", type=Path, metavar="DIR")
+    anomaly_sub.add_parser("list", help="the anomaly models of the project, by version").add_argument(
+        "--project", type=Path, required=True, metavar="DIR")
+    off = anomaly_sub.add_parser("remove", help="switch anomaly mode off for a region (its versions stay)")
+    off.add_argument("--project", type=Path, required=True, metavar="DIR")
+    off.add_argument("--region", required=True, metavar="NAME")
+
+    evaluate = sub.add_parser(
+        "evaluate-anomaly", help="AUROC of anomaly mode when K normal images are the only training data",
+        description="Image-level AUROC (mean and 95%% CI over episodes) of the bundle's anomaly mode on a "
+                    "folder-per-class dataset: each episode fits a bank on K normal images (distinct groups) and "
+                    "scores normal images of other groups against anomalous ones (every other class).")
+    evaluate.add_argument("dataset", type=Path, metavar="DATASET")
+    evaluate.add_argument("--normal-class", required=True, metavar="NAME")
+    evaluate.add_argument("--shot", type=_positive_int, required=True, metavar="K")
+    evaluate.add_argument("--episodes", type=_positive_int, default=50, metavar="E", help="(default 50)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--group-column", default="group", help="manifest column that groups images")
+    evaluate.add_argument("--bundle", type=Path, metavar="DIR")
+    evaluate.add_argument("--json", action="store_true", help="end with one JSON line (auroc and ci95 in %%)")
 
     findings = sub.add_parser("findings", help="list a project's findings (for scripts: --json)")
     findings.add_argument("--project", type=Path, required=True, metavar="DIR")
@@ -273,7 +315,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if not args.videos:
             _reclassify(store, head)
             if args.report:
-                return cmd_report(argparse.Namespace(project=args.project, out=None, geojson=False))
+                return cmd_report(argparse.Namespace(project=args.project, out=None, geojson=False, bundle=args.bundle))
             return EXIT_OK
         return _scan_videos(args, bundle, store, head)
     finally:
@@ -303,8 +345,10 @@ def _scan_videos(args: argparse.Namespace, bundle, store, head) -> int:
                       keep_embeddings=not args.no_embeddings)
     regions = (f"profile {profile.name}, {len(profile.crop_specs())} crops per frame" if profile else
                "profile by frame size (no --profile)")
-    print(f"bundle {bundle.name} ({backbone.precision}, {backbone.provider}), {regions}, project {args.project}",
-          file=sys.stderr)
+    anomaly = (", anomaly mode on " + ", ".join(f"{r} (v{m.version})" for r, m in sorted(scanner.anomaly.items()))
+               if scanner.anomaly else "")
+    print(f"bundle {bundle.name} ({backbone.precision}, {backbone.provider}), {regions}{anomaly}, "
+          f"project {args.project}", file=sys.stderr)
     bar = ProgressBar()
     total = len(args.videos)
     current = 0  # number of the video being scanned, for the bar's label
@@ -367,7 +411,7 @@ def _scan_videos(args: argparse.Namespace, bundle, store, head) -> int:
     print(f"scanned {len(results) - sum(r.status == 'partial' for r in results)} of {total} video(s) fully, "
           f"{findings} findings; report: inspector report --project {args.project}", file=sys.stderr)
     if args.report:
-        report_code = cmd_report(argparse.Namespace(project=args.project, out=None, geojson=False))
+        report_code = cmd_report(argparse.Namespace(project=args.project, out=None, geojson=False, bundle=args.bundle))
         if report_code:
             return report_code
     if failed:
@@ -386,7 +430,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                              f"with 'inspector scan VIDEO --project {args.project}'")
     out = args.out or args.project / "report"
     with Store(args.project) as store:
-        summary = build_report(store, out, geojson=args.geojson)
+        summary = build_report(store, out, geojson=args.geojson, explainer=_explainer(store, args.bundle))
     for path in summary.missing_videos:
         print(f"inspector: warning: video {path} not found; its findings have no pictures", file=sys.stderr)
     print(f"report: {summary.html} ({summary.findings} findings in {summary.videos} video(s)); csv: {summary.csv}")
@@ -396,6 +440,18 @@ def cmd_report(args: argparse.Namespace) -> int:
             print("inspector: warning: no finding has a GPS position; import a position track with lat and lon "
                   "('inspector positions import')", file=sys.stderr)
     return EXIT_OK
+
+
+def _explainer(store, bundle_dir: Path | None, backbone=None):
+    """Anomaly heatmaps for the report, where the project has anomaly models (else None: no ONNX
+    session is opened for nothing)."""
+    from inspector.anomalies import AnomalyExplainer
+    from inspector.backbone import Backbone
+    from inspector.bundle import load_bundle
+
+    if not store.anomaly_versions():
+        return None
+    return AnomalyExplainer(store, backbone or Backbone(load_bundle(bundle_dir)))
 
 
 def _existing_project(path: Path):
@@ -681,6 +737,96 @@ def cmd_evaluate_fewshot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _frame_range(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, 2**62
+    first, sep, last = text.partition("-")
+    try:
+        return (int(first), int(last)) if sep else (int(first), int(first))
+    except ValueError:
+        raise InspectorError(f"--frames {text!r}: give a range of frame numbers such as 0-250") from None
+
+
+def cmd_anomaly(args: argparse.Namespace) -> int:
+    from inspector.anomalies import fit_region, normal_crops_from_examples, normal_crops_from_video
+    from inspector.backbone import Backbone
+    from inspector.bundle import load_bundle
+    from inspector.regions import load_profile
+
+    if args.anomaly_command == "list":
+        with _existing_project(args.project) as store:
+            versions = store.anomaly_versions()
+            if not versions:
+                print("no anomaly models; fit one with 'inspector anomaly fit'")
+            active = {(v.region, max(w.version for w in versions if w.region == v.region and not w.removed_at))
+                      for v in versions if not v.removed_at}
+            for v in versions:
+                mark = "*" if (v.region, v.version) in active else " "
+                state = f"removed {v.removed_at}" if v.removed_at else f"threshold {v.threshold:.3g}"
+                print(f" {mark}{v.version:>3}  {v.region:<12} {v.created_at}  {state}  {v.note}")
+        return EXIT_OK
+    if args.anomaly_command == "remove":
+        with _existing_project(args.project) as store:
+            if not store.remove_anomaly_models(args.region):
+                raise InspectorError(f"region {args.region!r} has no active anomaly model; "
+                                     "'inspector anomaly list' shows them")
+        print(f"anomaly mode off for region {args.region}; the next scans flag no anomalies there")
+        return EXIT_OK
+    if args.frames and not args.video:
+        raise InspectorError("--frames goes with --video")
+    bundle = load_bundle(args.bundle)
+    backbone = Backbone(bundle)
+    profile = load_profile(args.profile) if args.profile else None
+    with _open_project(args.project) as store:
+        if args.video:
+            first, last = _frame_range(args.frames)
+            crops, frames = normal_crops_from_video(store, args.video, first, last, args.region,
+                                                    bundle.input_size, profile)
+            source = f"{args.video.name} frames {args.frames}" if args.frames else args.video.name
+        else:
+            crops = normal_crops_from_examples(store, args.examples, args.region, bundle.input_size, profile)
+            frames, source = len(crops), args.examples.name
+        fit = fit_region(store, backbone, args.region, crops, frames, source, args.bank_size, args.false_alarms)
+    print(f"anomaly model v{fit.version} of region {args.region}: {len(fit.model.bank)} patches from "
+          f"{fit.model.normals} normal crops, alarm threshold {fit.model.threshold:.3g} "
+          f"({args.false_alarms:.1%} false alarms on the last {len(fit.model.calibration)}), {fit.seconds:.1f} s; "
+          "scans from now on flag anomalies there")
+    return EXIT_OK
+
+
+def cmd_evaluate_anomaly(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from inspector.anomaly import AnomalyFitError, evaluate_anomaly
+    from inspector.backbone import Backbone
+    from inspector.bundle import load_bundle
+    from inspector.fewshot import load_crop, load_items
+
+    bundle = load_bundle(args.bundle)
+    backbone = Backbone(bundle)
+    if not backbone.has_patches:
+        raise InspectorError(f"bundle {bundle.name} has no patch features; add them with "
+                             "'python -m training add-patch-features'")
+    items = load_items(args.dataset, args.group_column)
+    normal = np.array([i.label == args.normal_class for i in items])
+    if not normal.any():
+        known = ", ".join(sorted({i.label for i in items}))
+        raise InspectorError(f"dataset {args.dataset}: no class {args.normal_class!r} (classes: {known})")
+    started = time.monotonic()
+    crops = np.stack([load_crop(i.path, bundle.input_size) for i in items])
+    _, patches = backbone.embed_patches(crops)
+    try:
+        result = evaluate_anomaly(patches, normal, [i.group for i in items], args.shot, args.episodes, args.seed)
+    except AnomalyFitError as exc:
+        raise InspectorError(f"dataset {args.dataset}: {exc}") from None
+    print(f"{args.shot} normal image(s), {args.episodes} episodes on {len(items)} images ({int(normal.sum())} normal, "
+          f"{time.monotonic() - started:.1f} s): image AUROC {result.auroc:.2f} % +- {result.ci95:.2f} % (95 % CI)")
+    if args.json:
+        print(json.dumps({**result.as_json(), "bundle": bundle.name, "normal_class": args.normal_class,
+                          "images": len(items)}))
+    return EXIT_OK
+
+
 def cmd_bundle_info(args: argparse.Namespace) -> int:
     from inspector.bundle import load_bundle
     from inspector.heads import Head
@@ -701,6 +847,7 @@ def cmd_bundle_info(args: argparse.Namespace) -> int:
     for key, file in sorted(bundle.backbones.items()):
         print(f"backbone   {key}: {file.name} ({file.stat().st_size / 1e6:.1f} MB)")
     print(f"adaptation {bundle.adaptation.describe()}")
+    print(f"patches    {bundle.patch_features.describe() if bundle.patch_features else 'none (no anomaly mode)'}")
     if head is None:
         print("head       none (fault types come from the project)")
     else:
@@ -732,7 +879,8 @@ def main(argv: list[str] | None = None) -> int:
         return run(getattr(args, "target", None))
     handlers = {"scan": cmd_scan, "report": cmd_report, "faults": cmd_faults,
                 "evaluate-fewshot": cmd_evaluate_fewshot, "bundle": cmd_bundle_info, "findings": cmd_findings,
-                "positions": cmd_positions, "compare": cmd_compare, "review": cmd_review}
+                "positions": cmd_positions, "compare": cmd_compare, "review": cmd_review, "anomaly": cmd_anomaly,
+                "evaluate-anomaly": cmd_evaluate_anomaly}
     try:
         return handlers[args.command](args)
     except InspectorError as exc:

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from inspector.adapt import AdaptationError, ClassSpec, Quality, adapt, adaptation_for, embed_support
+from inspector.anomaly import ANOMALY
 from inspector.backbone import Backbone
 from inspector.bundle import Bundle
 from inspector.errors import FaultLibraryError, InspectorError
@@ -178,7 +179,12 @@ class FaultLibrary:
                                     "review it with that bundle (--bundle)")
         label = {Review.CONFIRMED: reviewed_class or finding.class_name, Review.REJECTED: NORMAL}.get(status)
         head = self.active_head()
-        if label not in (None, NORMAL) and label not in head.classes:
+        if finding.class_name == ANOMALY and label == ANOMALY:
+            label = None  # a confirmed anomaly teaches no class until it is named (--as NEW_TYPE)
+        elif finding.class_name == ANOMALY and label not in (None, NORMAL) and label not in head.classes:
+            if not label.strip() or label == ANOMALY:  # naming a confirmed anomaly: the first example of a new type
+                raise FaultLibraryError(f"{label!r} cannot name a fault type; choose a name such as broken_dropper")
+        elif label not in (None, NORMAL) and label not in head.classes:
             raise FaultLibraryError(f"{label} is not a fault type of the project; known: "
                                     f"{', '.join(head.fault_classes)}")
         rows = [] if label is None else [self._review_example(finding, label)]

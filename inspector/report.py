@@ -16,6 +16,8 @@ from pathlib import Path
 
 import cv2
 
+from inspector.anomalies import AnomalyExplainer
+from inspector.anomaly import ANOMALY
 from inspector.compare import Versus, against_references
 from inspector.diagrams import line_diagram, track_plot, write_geojson
 from inspector.errors import InspectorError, StoreError
@@ -56,8 +58,10 @@ def class_colours(names: list[str]) -> dict[str, str]:
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(sorted(set(names)))}
 
 
-def _thumbnail(reader: VideoReader, finding: FindingRecord, specs: dict[str, CropSpec], out: Path) -> tuple[str, str]:
-    """Write the best frame (region outlined) and the region crop; return their relative paths."""
+def _thumbnail(reader: VideoReader, finding: FindingRecord, specs: dict[str, CropSpec], out: Path,
+               explainer: AnomalyExplainer | None = None) -> tuple[str, str]:
+    """Write the best frame (region outlined) and the region crop (an anomaly's with its heatmap);
+    return their relative paths."""
     frame = reader.read_frame(finding.best_frame).image
     height, width = frame.shape[:2]
     spec = specs.get(finding.crop)
@@ -65,6 +69,9 @@ def _thumbnail(reader: VideoReader, finding: FindingRecord, specs: dict[str, Cro
     if spec is not None:
         x0, y0, x1, y1 = spec.pixel_box(width, height)
         crop = frame[y0:y1, x0:x1].copy()
+        if explainer is not None and finding.class_name == ANOMALY:
+            crop = explainer.overlay(finding.region, crop)
+            crop = frame[y0:y1, x0:x1].copy() if crop is None else crop
         cv2.rectangle(frame, (x0, y0), (x1 - 1, y1 - 1), (0, 0, 255), max(2, width // 320))
     scale = THUMB_WIDTH / width
     small = cv2.resize(frame, (THUMB_WIDTH, max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
@@ -119,9 +126,10 @@ img.figure{max-width:940px;width:100%;margin:8px 0}
 
 
 def build_report(store: Store, out_dir: Path | str, progress: Callable[[int, int], None] | None = None,
-                 geojson: bool = False) -> ReportSummary:
+                 geojson: bool = False, explainer: AnomalyExplainer | None = None) -> ReportSummary:
     """Write ``report.html``, ``findings.csv`` and ``thumbs/`` into ``out_dir``; where findings are
-    located, the line diagram and the track plot; with ``geojson``, ``findings.geojson``."""
+    located, the line diagram and the track plot; with ``geojson``, ``findings.geojson``; with an
+    ``explainer``, anomaly heatmaps over the anomaly findings' crops."""
     out = Path(out_dir)
     try:
         (out / "thumbs").mkdir(parents=True, exist_ok=True)
@@ -152,7 +160,7 @@ def build_report(store: Store, out_dir: Path | str, progress: Callable[[int, int
         for f in sorted(scan_findings, key=lambda f: f.best_frame):
             if reader is not None:
                 try:
-                    thumbs[f.id] = _thumbnail(reader, f, specs, out)
+                    thumbs[f.id] = _thumbnail(reader, f, specs, out, explainer)
                 except InspectorError as exc:
                     log.warning("no thumbnail for finding %d: %s", f.id, exc)
             where = locator.at(video.id, f.best_frame / video.fps) or Location()

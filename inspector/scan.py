@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inspector.anomaly import ANOMALY, AnomalyModel, flag_anomalies
 from inspector.backbone import Backbone
 from inspector.decide import decide
 from inspector.errors import BundleError, InspectorError, ProfileError, StoreError
@@ -65,7 +66,8 @@ class Scanner:
 
     def __init__(self, store: Store, backbone: Backbone, head: Head, profile: RegionProfile | None,
                  step: int = 1, target_fps: float | None = None, batch_size: int = 32,
-                 keep_embeddings: bool = True) -> None:
+                 keep_embeddings: bool = True, anomaly: dict[str, AnomalyModel] | None = None) -> None:
+        """``anomaly``: the anomaly models per region (default: the project's active ones for the bundle)."""
         bundle = backbone.bundle
         if profile is not None:
             self._check(profile, bundle.input_size)
@@ -83,6 +85,16 @@ class Scanner:
         self.batch_size = batch_size
         self.keep_embeddings = keep_embeddings
         self._bundle_digest = bundle.digest
+        self.anomaly = store.anomaly_models(self._bundle_digest) if anomaly is None else anomaly
+        stale = sorted({v.region for v in store.anomaly_versions() if not v.removed_at
+                        and v.bundle_digest != self._bundle_digest} - set(self.anomaly))
+        if anomaly is None and stale:
+            log.warning("the anomaly models of %s were fitted with another model bundle and are not used; fit them "
+                        "again with this one ('inspector anomaly fit')", ", ".join(stale))
+        if self.anomaly and not backbone.has_patches:
+            raise BundleError(f"the project's anomaly models need patch features, which bundle {bundle.name} "
+                              "lacks; scan with the bundle they were fitted with")
+        self.anomaly_versions = ",".join(str(m.version) for m in sorted(self.anomaly.values(), key=lambda m: m.version))
 
     @staticmethod
     def _check(profile: RegionProfile, input_size: int) -> None:
@@ -106,6 +118,10 @@ class Scanner:
         video = self.store.add_video(info)
         record = self.store.open_scan(video.id, self._bundle_digest, self.backbone.bundle.name,
                                       self.backbone.precision, profile.name, profile.digest, profile.source, step)
+        if record.anomaly_versions != self.anomaly_versions:
+            if record.next_frame or record.status == ScanState.DONE:
+                log.info("%s: anomaly models changed since its scan; scanning it again (reviews are kept)", info.path)
+            record = self.store.restart_scan(record.id, self.anomaly_versions)
         return record, profile, step
 
     def skipped(self, path: Path, record: ScanRecord) -> ScanResult:
@@ -224,13 +240,23 @@ class Scanner:
     def _classify_and_store(self, scan_id: int, specs: list[CropSpec], batch: list[tuple[int, np.ndarray]], step: int,
                             frames_done: int, decode_errors: int) -> None:
         crops = np.concatenate([c for _, c in batch])
-        embeddings = self.backbone.embed(crops, batch_size=max(self.batch_size, len(crops)))
         per_frame = len(specs)
-        pred = decide(self.head, embeddings, [spec.region for _ in batch for spec in specs])
-        rows = [DetectionRow(frame, spec.name, spec.region, self.head.classes[k], float(pred.score[i]),
-                             bool(pred.is_fault[i]))
-                for f, (frame, _) in enumerate(batch) for j, spec in enumerate(specs)
-                if (k := int(pred.class_index[i := f * per_frame + j])) >= 0]
+        regions = [spec.region for _ in batch for spec in specs]
+        if self.anomaly:
+            embeddings, patches = self.backbone.embed_patches(crops, batch_size=max(self.batch_size, len(crops)))
+        else:
+            embeddings = self.backbone.embed(crops, batch_size=max(self.batch_size, len(crops)))
+        pred = decide(self.head, embeddings, regions)
+        flagged = flag_anomalies(self.anomaly, patches, regions, pred.is_fault) if self.anomaly else {}
+        rows = []
+        for f, (frame, _) in enumerate(batch):
+            for j, spec in enumerate(specs):
+                i = f * per_frame + j
+                if i in flagged:
+                    rows.append(DetectionRow(frame, spec.name, spec.region, ANOMALY, flagged[i], True))
+                elif (k := int(pred.class_index[i])) >= 0:
+                    rows.append(DetectionRow(frame, spec.name, spec.region, self.head.classes[k],
+                                             float(pred.score[i]), bool(pred.is_fault[i])))
         vectors = embeddings.astype(np.float16)
         stored = ([(frame, spec.name, vectors[i * per_frame + j].tobytes())
                    for i, (frame, _) in enumerate(batch) for j, spec in enumerate(specs)]
@@ -267,6 +293,10 @@ def reclassify(store: Store, head: Head, progress: Callable[[int, int], None] | 
     skipped = []
     for number, scan in enumerate(scans, start=1):
         regions = {s.name: s.region for s in parse_profile(scan.profile_text).crop_specs()}
+        # Anomaly scores need patch features, which are not cached: an anomaly stays where the head
+        # now calls the crop no fault, and gives way where a fault type now claims it.
+        anomalies = {(d.frame, d.crop): d for d in store.detections(scan.id, faults_only=True)
+                     if d.class_name == ANOMALY}
         cursor = store.connection.execute("SELECT frame, crop, vector FROM embeddings WHERE scan_id=?", (scan.id,))
         rows: list[tuple] = []  # (scan, frame, crop, region, class, score, fault): straight to executemany
         faults: list[DetectionRow] = []
@@ -287,6 +317,12 @@ def reclassify(store: Store, head: Head, progress: Callable[[int, int], None] | 
             faults += [DetectionRow(frames[i], names[i], crop_regions[i], c, sc, True)
                        for i, c, sc, f in zip(picked, classes, scores, flags) if f]
             seen += len(batch)
+        if anomalies:
+            claimed = {(r[1], r[2]) for r in rows if r[6]}
+            kept = {key: d for key, d in anomalies.items() if key not in claimed}
+            rows = [r for r in rows if (r[1], r[2]) not in kept]
+            rows += [(scan.id, d.frame, d.crop, d.region, ANOMALY, d.score, 1) for d in kept.values()]
+            faults += kept.values()
         if not seen:
             if scan.frames_done:
                 skipped.append(scan.id)

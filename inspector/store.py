@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inspector.anomaly import AnomalyModel
 from inspector.errors import StoreError
 from inspector.positions import Fix, Mast
 from inspector.status import Review
@@ -145,6 +146,22 @@ MIGRATIONS: tuple[str, ...] = (
     -- A reviewed finding teaches the library its crop: the example remembers which finding.
     ALTER TABLE examples ADD COLUMN finding_id INTEGER;
     """,
+    """
+    -- Anomaly mode: per region, what normal looks like (a patch bank and its alarm threshold).
+    -- Every fit is a new version; the newest one of a region that is not removed is active.
+    CREATE TABLE anomaly_models(
+        version INTEGER PRIMARY KEY,
+        region TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        note TEXT NOT NULL,
+        bundle_digest TEXT NOT NULL,
+        normals INTEGER NOT NULL,
+        threshold REAL NOT NULL,
+        arrays BLOB NOT NULL,
+        removed_at TEXT);
+    -- The anomaly model versions a scan scored its crops with ('3,5'; '' for none).
+    ALTER TABLE scans ADD COLUMN anomaly_versions TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 def now() -> str:
@@ -188,6 +205,7 @@ class ScanRecord:
     message: str | None
     classified_with: int | None = None  # head version of the stored detections
     bundle_digest: str = ""  # the bundle whose embeddings the scan cached
+    anomaly_versions: str = ""  # the anomaly models its crops were scored with ('3,5'; '' for none)
 
 
 @dataclass(frozen=True)
@@ -258,6 +276,18 @@ class HeadVersion:
     bundle_digest: str
     fault_types: tuple[str, ...]
     quality: dict | None
+
+
+@dataclass(frozen=True)
+class AnomalyVersion:
+    version: int
+    region: str
+    created_at: str
+    note: str
+    bundle_digest: str
+    normals: int
+    threshold: float
+    removed_at: str | None
 
 
 def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
@@ -362,7 +392,7 @@ class Store:
 
     # scans ----------------------------------------------------------------------------------
     _SCAN_COLUMNS = ("id, video_id, bundle_name, precision, profile_name, profile_text, step, status, "
-                     "next_frame, frames_done, decode_errors, message, classified_with, bundle_digest")
+                     "next_frame, frames_done, decode_errors, message, classified_with, bundle_digest, anomaly_versions")
 
     def open_scan(self, video_id: int, bundle_digest: str, bundle_name: str, precision: str,
                   profile_name: str, profile_digest: str, profile_text: str, step: int) -> ScanRecord:
@@ -381,6 +411,17 @@ class Store:
             f"SELECT {self._SCAN_COLUMNS} FROM scans WHERE video_id=? AND bundle_digest=? "
             "AND profile_digest=? AND step=?", (video_id, bundle_digest, profile_digest, step)).fetchone()
         return ScanRecord(*row)
+
+    def restart_scan(self, scan_id: int, anomaly_versions: str) -> ScanRecord:
+        """Run a scan again from its first frame, with other anomaly models: its detections go (the
+        scan makes them anew; embeddings are replaced batch by batch), its findings stay until the
+        scan ends, and then keep their ids and reviews where they match."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM detections WHERE scan_id=?", (scan_id,))
+            conn.execute("UPDATE scans SET status='running', next_frame=0, frames_done=0, decode_errors=0, "
+                         "message=NULL, finished_at=NULL, anomaly_versions=?, updated_at=? WHERE id=?",
+                         (anomaly_versions, now(), scan_id))
+        return self.scan(scan_id)
 
     def scan(self, scan_id: int) -> ScanRecord:
         row = self._conn.execute(f"SELECT {self._SCAN_COLUMNS} FROM scans WHERE id=?", (scan_id,)).fetchone()
@@ -670,7 +711,37 @@ class Store:
             raise StoreError(f"project store {self.path}: no head version {version} (versions: {known})")
         return row[0], bytes(row[1]), row[2]
 
-    # positions ------------------------------------------------------------------------------
+    # anomaly models -------------------------------------------------------------------------
+    def save_anomaly_model(self, model: AnomalyModel, note: str) -> int:
+        """A region's new anomaly model, active from now on (earlier versions stay)."""
+        with self.transaction() as conn:
+            cursor = conn.execute("INSERT INTO anomaly_models(region, created_at, note, bundle_digest, normals, "
+                                  "threshold, arrays) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                  (model.region, now(), note, model.bundle_digest, model.normals, model.threshold,
+                                   model.to_npz()))
+        return int(cursor.lastrowid)
+
+    def anomaly_versions(self) -> list[AnomalyVersion]:
+        rows = self._conn.execute("SELECT version, region, created_at, note, bundle_digest, normals, threshold, "
+                                  "removed_at FROM anomaly_models ORDER BY version").fetchall()
+        return [AnomalyVersion(*row) for row in rows]
+
+    def anomaly_models(self, bundle_digest: str) -> dict[str, AnomalyModel]:
+        """The active model of each region, fitted with the bundle given (patch features of another
+        bundle mean nothing to this one)."""
+        rows = self._conn.execute(
+            "SELECT a.version, a.region, a.arrays, a.threshold, a.bundle_digest, a.normals FROM anomaly_models a "
+            "WHERE a.removed_at IS NULL AND a.version = (SELECT MAX(b.version) FROM anomaly_models b "
+            "WHERE b.region = a.region AND b.removed_at IS NULL) AND a.bundle_digest=?", (bundle_digest,)).fetchall()
+        return {region: AnomalyModel.from_parts(region, bytes(arrays), threshold, digest, normals, version)
+                for version, region, arrays, threshold, digest, normals in rows}
+
+    def remove_anomaly_models(self, region: str) -> int:
+        """Switch anomaly mode off for a region (its versions stay, marked); returns how many."""
+        with self.transaction() as conn:
+            return conn.execute("UPDATE anomaly_models SET removed_at=? WHERE region=? AND removed_at IS NULL",
+                                (now(), region)).rowcount
+
     # positions ------------------------------------------------------------------------------
     def set_positions(self, video_id: int, fixes: Sequence[Fix]) -> None:
         """A video's position track, replacing any earlier one, in one transaction."""

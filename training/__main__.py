@@ -1,10 +1,12 @@
-"""``python -m training pretrain|distill|meta-train|evaluate|export``."""
+"""``python -m training pretrain|distill|meta-train|evaluate|export|add-patch-features``."""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 from pathlib import Path
+
+from inspector.errors import InspectorError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     meta.add_argument("--exclude-domain", action="append", default=[], metavar="DOMAIN",
                       help="leave a whole domain out (leave-one-domain-out evaluation); repeatable")
     meta.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
+    pat = sub.add_parser("add-patch-features", help="give a bundle's backbones the patch output of anomaly mode "
+                         "(its embeddings, heads and scans stay valid)")
+    pat.add_argument("bundle", type=Path, help="a model bundle folder")
     exp = sub.add_parser("export", help="export a checkpoint as a model bundle")
     exp.add_argument("checkpoint", type=Path)
     exp.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -112,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
             fewshot = ({row: cells[args.column] for row, cells in raw["results"].items()} if args.column
                        else {k: raw[k] for k in ("way", "shot", "accuracy", "ci95", "episodes")})
         export_bundle(args.checkpoint, args.data, args.out, args.algorithm, args.keep_fp32, fewshot)
+    elif args.command == "add-patch-features":
+        from training.patch_features import add_to_bundle
+        try:
+            features = add_to_bundle(args.bundle)
+        except (InspectorError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.bundle}: patch features {features.describe()}")
     return 0
 
 

@@ -19,6 +19,7 @@ from inspector.backbone import Backbone
 from inspector.bundle import AdaptationParams, Preprocessing, bundle_json, load_bundle, write_bundle_json
 from inspector.fewshot import load_crop
 from training.backbone import EMBEDDING_SIZE, EmbeddingNet, FeatureExtractor
+from training.patch_features import add_patch_features
 from training.sources import TRACK_COMPONENT_CLASSES, load_sources
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,8 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     else:
         int8_path.unlink()
         del meta["backbones"]["int8"]
+    for path in [out / name for name in meta["backbones"].values()]:
+        meta["patch_features"] = add_patch_features(path, path, size).to_json()  # anomaly mode's patch output
     head.with_version(1).save(out, "head")
     meta["head"] = "head"
     # The calibration prior: the temperature that calibrates this inner loop on few-shot episodes

@@ -1,14 +1,20 @@
 """Give an exported backbone a second output: the patch feature map of anomaly mode (issue 15).
 
 PatchCore (Roth et al. 2022) describes each patch of an image by mid-level features: the outputs
-of ResNet stages 2 and 3, each averaged over its 3 x 3 neighbourhood, stage 3 upsampled to stage
-2's grid, concatenated. The nodes are appended to the exported graph (fp32 or int8 QDQ alike), so
+of ResNet stages 2 and 3, each averaged over its 3 x 3 neighbourhood, concatenated on one grid.
+Here the grid is stage 3's (8 x 8 at 128 px; stage 2 is averaged 2 x 2 onto it) rather than
+PatchCore's finer stage 2 grid: a quarter of the patches to compare, so anomaly scoring costs
+under a millisecond a crop, and on held-out magnetic tile and circuit board images it scored as
+well or better (AUROC, docs/benchmarks.md). The nodes are appended to the exported graph (fp32 or int8 QDQ alike), so
 one ONNX run yields the pooled embedding and the patches, and the embedding stays bit for bit what
 it was: adding patch features to a shipped bundle changes none of its heads or findings.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from inspector.bundle import PatchFeatures, load_bundle
 
 PATCH_OUTPUT = "patches"
 PATCH_LAYERS = ("layer2", "layer3")
@@ -24,8 +30,8 @@ def _stage_output(graph, layer: str) -> str:
     raise ValueError(f"no output of stage {layer} in the graph; not a ResNet18 backbone exported by training")
 
 
-def add_patch_features(source: Path, target: Path) -> int:
-    """Write ``source`` with the ``patches`` output (N x C x G x G) to ``target``; returns C."""
+def add_patch_features(source: Path, target: Path, input_size: int) -> PatchFeatures:
+    """Write ``source`` with the ``patches`` output (N x C x G x G) to ``target``."""
     import onnx
     from onnx import TensorProto, helper, shape_inference
 
@@ -40,16 +46,28 @@ def add_patch_features(source: Path, target: Path) -> int:
                                            kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
                                            count_include_pad=0))
         pooled.append(name)
-    # Stage 3 has half stage 2's resolution: bilinear upsampling onto stage 2's grid.
-    scales = helper.make_tensor("/patches/scales", TensorProto.FLOAT, [4], [1.0, 1.0, 2.0, 2.0])
-    graph.initializer.append(scales)
-    graph.node.append(helper.make_node("Resize", [pooled[1], "", "/patches/scales"], ["/patches/layer3_up"],
-                                       name="/patches/layer3_up", mode="linear"))
-    graph.node.append(helper.make_node("Concat", [pooled[0], "/patches/layer3_up"], [PATCH_OUTPUT],
+    # Stage 2 has twice stage 3's resolution: averaged 2 x 2 onto stage 3's grid.
+    graph.node.append(helper.make_node("AveragePool", [pooled[0]], ["/patches/layer2_grid"], name="/patches/layer2_grid",
+                                       kernel_shape=[2, 2], strides=[2, 2]))
+    graph.node.append(helper.make_node("Concat", ["/patches/layer2_grid", pooled[1]], [PATCH_OUTPUT],
                                        name="/patches/concat", axis=1))
     graph.output.append(helper.make_tensor_value_info(PATCH_OUTPUT, TensorProto.FLOAT, ["batch", None, None, None]))
     model = shape_inference.infer_shapes(model)
     onnx.checker.check_model(model)
     onnx.save(model, str(target))
-    channels = {"layer2": 128, "layer3": 256}
-    return sum(channels[layer] for layer in PATCH_LAYERS)
+    channels = {"layer2": 128, "layer3": 256}  # ResNet18's; the grid is stage 3's, stride 16
+    return PatchFeatures(PATCH_OUTPUT, sum(channels[layer] for layer in PATCH_LAYERS), input_size // 16, PATCH_LAYERS)
+
+
+def add_to_bundle(folder: Path) -> PatchFeatures:
+    """Add patch features to every backbone of a bundle folder and say so in its ``bundle.json``;
+    the embeddings, heads and scans of the bundle stay valid (the embedding output is untouched)."""
+    bundle = load_bundle(folder)
+    features = None
+    for path in bundle.backbones.values():
+        features = add_patch_features(path, path, bundle.input_size)
+    meta = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
+    meta["patch_features"] = features.to_json()
+    (folder / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    load_bundle(folder)
+    return features

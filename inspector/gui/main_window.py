@@ -38,6 +38,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from inspector.anomaly import ANOMALY
 from inspector.errors import InspectorError
 from inspector.faults import NORMAL
 from inspector.gui.session import ReviewQueue, Session, default_project_for
@@ -682,7 +683,10 @@ class MainWindow(QMainWindow):
                 self.table.scrollTo(self.findings_model.index(row, 0))
         spec = next((c for c in self.session.crops if c.name == finding.crop), None)
         if spec is not None:
-            image = crop_image(self.current_image, spec)  # the frame show_frame just decoded
+            # An anomaly shows why: its heatmap (red: unlike the region's normal look) over the crop.
+            explainer = self.session.explainer() if finding.class_name == ANOMALY else None
+            paint = (lambda crop: explainer.overlay(finding.region, crop)) if explainer else None
+            image = crop_image(self.current_image, spec, paint)  # the frame show_frame just decoded
             self.zoom.setPixmap(QPixmap.fromImage(image).scaled(
                 self.zoom.size(), Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
         mark, earlier = self.versus.get(finding.id, ("", None))
@@ -960,7 +964,7 @@ class MainWindow(QMainWindow):
         if self.report_worker is not None and self.report_worker.isRunning():
             self.status_text.setText("a report is already being written")
             return
-        self.report_worker = ReportWorker(self.session.project, folder)
+        self.report_worker = ReportWorker(self.session.project, folder, self.session.backbone)
         self.report_worker.progress.connect(self._report_progress)
         self.report_worker.done.connect(lambda path: (self.progress.hide(),
                                                       self.status_text.setText(f"report written: {path}")))

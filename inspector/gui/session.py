@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inspector.anomalies import AnomalyExplainer
 from inspector.backbone import Backbone
 from inspector.bundle import Bundle, load_bundle
 from inspector.compare import against_references
@@ -286,6 +287,10 @@ class Session:
         assert self.video is not None
         return [LabelledExample(i + 1, x.label, self.video.info.path, x.frame, x.crop, x.box)
                 for i, x in enumerate(self.labels) if x.label in (name, NORMAL)]
+
+    def explainer(self) -> AnomalyExplainer:
+        """Anomaly heatmaps with the project's current anomaly models."""
+        return AnomalyExplainer(self.store, self.backbone)
 
     def library(self, backbone: Backbone | None = None, store: Store | None = None) -> FaultLibrary:
         return FaultLibrary(store or self.store, self.bundle, backbone or self.backbone)

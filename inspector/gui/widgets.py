@@ -1,6 +1,8 @@
 """The window's own widgets: the frame with its regions, the findings timeline, the findings table."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QPointF, QRectF, QSize, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
@@ -271,9 +273,13 @@ class FindingsModel(QAbstractTableModel):
         return None
 
 
-def crop_image(image_bgr: np.ndarray, spec: CropSpec) -> QImage:
-    """A region of a frame at its own resolution, for the reviewer's zoom."""
+def crop_image(image_bgr: np.ndarray, spec: CropSpec,
+               paint: Callable[[np.ndarray], np.ndarray | None] | None = None) -> QImage:
+    """A region of a frame at its own resolution, for the reviewer's zoom; ``paint`` may draw on
+    the crop (an anomaly's heatmap) or return None to leave it as it is."""
     height, width = image_bgr.shape[:2]
     x0, y0, x1, y1 = spec.pixel_box(width, height)
-    rgb = np.ascontiguousarray(image_bgr[y0:y1, x0:x1, ::-1])
+    crop = image_bgr[y0:y1, x0:x1]
+    painted = paint(crop) if paint is not None else None
+    rgb = np.ascontiguousarray((crop if painted is None else painted)[..., ::-1])
     return QImage(rgb.data, rgb.shape[1], rgb.shape[0], 3 * rgb.shape[1], QImage.Format.Format_RGB888).copy()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PyQt6.QtCore import QThread, pyqtSignal
 
+from inspector.anomalies import AnomalyExplainer
 from inspector.backbone import Backbone
 from inspector.bundle import Bundle
 from inspector.decide import decide
@@ -145,14 +146,15 @@ class ReportWorker(QThread):
     done = pyqtSignal(str)  # path of report.html
     failed = pyqtSignal(str)
 
-    def __init__(self, project: Path, out: Path) -> None:
+    def __init__(self, project: Path, out: Path, backbone: Backbone) -> None:
         super().__init__()
-        self._project, self._out = project, out
+        self._project, self._out, self._backbone = project, out, backbone
 
     def run(self) -> None:
         try:
             with Store(self._project) as store:
-                summary = build_report(store, self._out, self.progress.emit)
+                explainer = AnomalyExplainer(store, self._backbone) if store.anomaly_versions() else None
+                summary = build_report(store, self._out, self.progress.emit, explainer=explainer)
         except BaseException as exc:
             self.failed.emit(_message(exc))
             return

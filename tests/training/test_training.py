@@ -406,3 +406,39 @@ def test_golden_the_app_replays_the_head_that_meta_training_learned_through():
     torch_probs = torch.softmax(head_logits(torch.from_numpy(queries).double(), weight, bias, center,
                                             params.logit_scale), dim=-1).detach().numpy()
     np.testing.assert_allclose(head.predict(queries), torch_probs, atol=1e-4)
+
+
+def test_patch_features_join_the_exported_graph_without_touching_the_embedding(tmp_path, capsys):
+    """Anomaly mode's patch output (PatchCore's recipe: stages 2 and 3, 3 x 3 local averages, on
+    stage 3's grid) is appended to the fp32 and int8 graphs; the embedding stays bit for bit."""
+    import torch.nn.functional as F
+
+    from inspector.backbone import Backbone
+    from inspector.bundle import load_bundle
+    from training.__main__ import main as training_main
+    from training.export import _to_tensor, export_onnx, quantize_int8
+
+    torch.manual_seed(0)
+    net = EmbeddingNet().eval()
+    export_onnx(FeatureExtractor(net).eval(), 32, tmp_path / "backbone.onnx")
+    images = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    quantize_int8(tmp_path / "backbone.onnx", tmp_path / "backbone.int8.onnx", images)
+    _write_bundle(tmp_path, {"fp32": "backbone.onnx", "int8": "backbone.int8.onnx"})
+    before = {p: Backbone(load_bundle(tmp_path), p).embed(images) for p in ("fp32", "int8")}
+    assert training_main(["add-patch-features", str(tmp_path)]) == 0
+    bundle = load_bundle(tmp_path)
+    assert bundle.patch_features is not None and bundle.patch_features.grid == 2 and bundle.patch_features.channels == 384
+    for precision in ("fp32", "int8"):
+        embeddings, patches = Backbone(bundle, precision).embed_patches(images)
+        assert np.array_equal(embeddings, before[precision]) and patches.shape == (6, 384, 2, 2)
+    trunk = net.trunk
+    with torch.no_grad():
+        x = _to_tensor(images)
+        layer2 = trunk.layer2(trunk.layer1(trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(x))))))
+        layer3 = trunk.layer3(layer2)
+        local = [F.avg_pool2d(m, 3, 1, 1, count_include_pad=False) for m in (layer2, layer3)]
+        expected = torch.cat([F.avg_pool2d(local[0], 2), local[1]], 1).numpy()
+    _, fp32_patches = Backbone(bundle, "fp32").embed_patches(images)
+    assert np.allclose(fp32_patches, expected, atol=1e-4)
+    assert training_main(["add-patch-features", str(tmp_path)]) == 2  # once is enough: one line says so
+    assert "already has patch features" in capsys.readouterr().err
