@@ -27,13 +27,13 @@ sys.path.insert(0, str(ROOT))
 from inspector.anomaly import evaluate_anomaly  # noqa: E402
 from inspector.backbone import Backbone  # noqa: E402
 from inspector.bundle import load_bundle  # noqa: E402
-from inspector.fewshot import load_crop, load_items  # noqa: E402
+from inspector.fewshot import held_out, load_crop, load_items  # noqa: E402
 
-SETS = {  # name: (folder, normal class)
-    "magnetic_tile": ("defects_train/magnetic_tile", "free"),
-    "deeppcb": ("defects_train/deeppcb", "normal"),
-    "fastener_clip": ("fastener_clip", "elastic_clip_good"),
-    "sleeper": ("sleeper", "good"),
+SETS = {  # name: (folder, normal class, the classes used: None for all)
+    "magnetic_tile": ("defects_train/magnetic_tile", "free", None),
+    "deeppcb": ("defects_train/deeppcb", "normal", None),
+    "sleeper": ("sleeper", "good", None),
+    "track_fastener": ("track_fault", "fastener_clip_present", ["fastener_clip_present", "fastener_clip_missing"]),
 }
 SHOTS = (1, 5, 10)
 ANCHOR_BLOCKS = (4, 10)  # EfficientNet-Lite0: 40 channels at stride 8, 112 at stride 16
@@ -85,8 +85,8 @@ def main() -> int:
     size = load_bundle(args.bundle).input_size
     results: dict[str, dict[str, dict[str, float]]] = {}
     for name in args.sets.split(","):
-        folder, normal_class = SETS[name]
-        items = load_items(args.data / folder)
+        folder, normal_class, classes = SETS[name]
+        items = held_out(load_items(args.data / folder), only=classes)
         paths = [i.path for i in items]
         normal = np.array([i.label == normal_class for i in items])
         groups = [i.group for i in items]

@@ -230,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=_positive_int, default=50, metavar="E", help="(default 50)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--group-column", default="group", help="manifest column that groups images")
+    evaluate.add_argument("--classes", metavar="A,B,...", help="use only these classes (the normal one among them)")
     evaluate.add_argument("--bundle", type=Path, metavar="DIR")
     evaluate.add_argument("--json", action="store_true", help="end with one JSON line (auroc and ci95 in %%)")
 
@@ -800,14 +801,15 @@ def cmd_evaluate_anomaly(args: argparse.Namespace) -> int:
     from inspector.anomaly import AnomalyFitError, evaluate_anomaly
     from inspector.backbone import Backbone
     from inspector.bundle import load_bundle
-    from inspector.fewshot import load_crop, load_items
+    from inspector.fewshot import held_out, load_crop, load_items
 
     bundle = load_bundle(args.bundle)
     backbone = Backbone(bundle)
     if not backbone.has_patches:
         raise InspectorError(f"bundle {bundle.name} has no patch features; add them with "
                              "'python -m training add-patch-features'")
-    items = load_items(args.dataset, args.group_column)
+    only = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    items = held_out(load_items(args.dataset, args.group_column), only=only)
     normal = np.array([i.label == args.normal_class for i in items])
     if not normal.any():
         known = ", ".join(sorted({i.label for i in items}))

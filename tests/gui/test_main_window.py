@@ -3,12 +3,16 @@ import shutil
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from PyQt6.QtCore import QSettings, Qt, QTimer
+from PyQt6.QtGui import QImage
 from PyQt6.QtWidgets import QApplication, QDialog
 
 from inspector.gui.main_window import SHORTCUTS, MainWindow
 from inspector.gui.session import ReviewQueue
+from inspector.gui.widgets import crop_image
 from inspector.store import Store
 
 DEMO = Path(__file__).resolve().parents[2] / "assets" / "demo"
@@ -552,3 +556,38 @@ def test_findings_table_marks_new_and_persisting_against_the_reference_run(qtbot
     window._open_video(DEMO / "demo.mp4")  # the reference itself: nothing to mark
     assert not any(window.findings_model.data(window.findings_model.index(r, column))
                    for r in range(window.findings_model.rowCount()))
+
+
+def test_reviewing_an_anomaly_shows_its_heatmap_over_the_crop(qtbot, window, tmp_path):
+    """Anomaly mode's 'see why': the review zoom of an anomaly finding has the heatmap drawn on."""
+    from inspector.cli import main
+
+    project = tmp_path / "anomaly"
+    assert main(["anomaly", "fit", "--project", str(project), "--region", "catenary", "--video",
+                 str(DEMO / "demo.mp4"), "--frames", "90-164"]) == 0
+    assert main(["scan", str(DEMO / "demo.mp4"), "--project", str(project), "-q"]) == 0
+    assert window.open_path(project)
+    rows = window.findings_model.rows
+    nest = max((f for f in rows if f.class_name == "anomaly"), key=lambda f: f.best_score)
+    track = next(f for f in rows if f.class_name != "anomaly")
+
+    def red_share(image: QImage) -> float:
+        image = image.convertToFormat(QImage.Format.Format_RGB888)
+        pixels = np.frombuffer(image.constBits().asstring(image.sizeInBytes()), np.uint8)
+        rgb = np.ascontiguousarray(pixels.reshape(image.height(), image.bytesPerLine())[:, :image.width() * 3]
+                                   .reshape(image.height(), image.width(), 3))
+        hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)  # the heatmap's hot end: saturated red
+        return float((((hsv[..., 0] < 12) | (hsv[..., 0] > 170)) & (hsv[..., 1] > 120)).mean())
+
+    def shown_and_plain(finding) -> tuple[float, float]:
+        spec = next(c for c in window.session.crops if c.name == finding.crop)
+        plain = crop_image(window.current_image, spec).scaled(window.zoom.pixmap().size())
+        return red_share(window.zoom.pixmap().toImage()), red_share(plain)
+
+    window.queue = ReviewQueue([nest.id, track.id])
+    window._show_review()
+    shown, plain = shown_and_plain(nest)
+    assert "anomaly on catenary" in window.review_info.text() and shown > plain + 0.01, (shown, plain)
+    window._review_move(1)
+    shown, plain = shown_and_plain(track)
+    assert abs(shown - plain) < 0.01  # a track finding: the plain crop, nothing drawn on
