@@ -51,6 +51,9 @@ class TrainConfig:
                                                                      "omniglot_small": 0.15, "neu": 0.15,
                                                                      "deeppcb": 0.2, "magnetic_tile": 0.15})
     device: str = "auto"
+    # Trunk stages kept as initialised (e.g. conv1, bn1, layer1-3): the mid-level patch features
+    # that anomaly mode compares stay the distilled ones, while the later stages and the head learn.
+    freeze: tuple[str, ...] = ()
     meta: MetaConfig = field(default_factory=MetaConfig)
 
     @property
@@ -65,7 +68,7 @@ class TrainConfig:
         for key in ("out_dir", "data_root", "init_from"):
             if raw.get(key) is not None:
                 raw[key] = Path(raw[key])
-        for key in ("domains", "exclude"):
+        for key in ("domains", "exclude", "freeze"):
             if key in raw:
                 raw[key] = tuple(raw[key])
         known = {f.name for f in fields(cls)}
@@ -85,7 +88,23 @@ def _distributed() -> tuple[int, int]:
 def meta_optimiser(learner: MetaLearner, lr: float, meta_lr: float) -> torch.optim.Optimizer:
     """Adam with the backbone at ``lr`` and the algorithm's own meta-parameters at ``meta_lr``."""
     meta_params = [p for n, p in learner.named_parameters() if not n.startswith("net.")]
-    return torch.optim.Adam([{"params": learner.net.parameters(), "lr": lr}, {"params": meta_params, "lr": meta_lr}])
+    trained = [p for p in learner.net.parameters() if p.requires_grad]
+    return torch.optim.Adam([{"params": trained, "lr": lr}, {"params": meta_params, "lr": meta_lr}])
+
+
+def freeze_stages(net: torch.nn.Module, stages: tuple[str, ...]) -> None:
+    """Keep the named trunk stages as they are: no gradient, so no update, and BatchNorm statistics
+    that no batch moves (momentum 0)."""
+    trunk = net.trunk
+    unknown = set(stages) - {name for name, _ in trunk.named_children()}
+    if unknown:
+        raise SystemExit(f"freeze: the trunk has no stage {', '.join(sorted(unknown))}")
+    for name in stages:
+        stage = getattr(trunk, name)
+        stage.requires_grad_(False)
+        for module in stage.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.momentum = 0.0
 
 
 def _check_replicas_agree(learner: MetaLearner) -> None:
@@ -111,6 +130,7 @@ def meta_train(cfg: TrainConfig, pool: TaskPool | None = None) -> Path:
     torch.manual_seed(cfg.seed)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     net = embedding_net(cfg.init_from).to(device, memory_format=torch.channels_last)
+    freeze_stages(net, cfg.freeze)
     learner = make(cfg.algorithm, net, cfg.meta).to(device)
     optimiser = meta_optimiser(learner, cfg.lr, cfg.meta_lr)
     checkpoint = cfg.out_dir / "meta_last.pt"

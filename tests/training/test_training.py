@@ -106,6 +106,24 @@ def test_learned_step_sizes_go_into_the_adaptation(tmp_path):
     assert adaptation["logit_scale"] != 5.0
 
 
+def test_frozen_stages_stay_as_initialised_while_the_rest_learns(tmp_path):
+    """``freeze``: meta-training keeps the early stages (anomaly mode's patch features) as they were."""
+    torch.manual_seed(0)
+    cfg = config(tmp_path, Algorithm.ANIL, steps=5)
+    cfg.freeze = ("conv1", "bn1", "layer1", "layer2", "layer3")
+    start = {k: v.clone() for k, v in EmbeddingNet().state_dict().items()}
+    torch.manual_seed(0)
+    meta_train(cfg, toy_pool(per_class=30))
+    after = torch.load(cfg.out_dir / "meta_final.pt", weights_only=True)["model"]
+    frozen = [k for k in start if k.startswith(("trunk.layer2.", "trunk.conv1.", "trunk.bn1."))
+              and not k.endswith("num_batches_tracked")]  # weights and BatchNorm statistics
+    assert frozen and all(torch.equal(after[k], start[k]) for k in frozen)
+    assert not torch.equal(after["trunk.layer4.1.conv2.weight"], start["trunk.layer4.1.conv2.weight"])
+    cfg.freeze = ("layer9",)
+    with pytest.raises(SystemExit, match="no stage layer9"):
+        meta_train(cfg, toy_pool(per_class=30))
+
+
 def test_fixed_step_sizes_stay_fixed_while_the_backbone_learns():
     """MAML without MAML++ step-size learning (the peer benchmark's like-for-like setting)."""
     torch.manual_seed(0)
