@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = ("README.md", "docs/benchmarks.md", "docs/model-card.md")
 FIGURE = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)*(?:\.\d+)?)\s*(x|×|%|ms|s|MB|GB|KB|fps|frames/s|images/s|crops/s|"
                     r"min(?:utes)?|h(?:ours)?|km|m)?(?![\w.])")
-SKIP = re.compile(r"\d{4}-\d{2}-\d{2}|\d+\.\d+\.\d+|\d+×\d+|\d+x\d+")  # dates, versions, frame sizes
+SKIP = re.compile(r"\d{4}-\d{2}-\d{2}|\d+\.\d+\.\d+|\d+×\d+|\d+x\d+|CC BY(?:-SA)? \d\.\d")  # dates, versions, sizes, licences
 
 
 @dataclass(frozen=True)
