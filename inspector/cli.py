@@ -210,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--profile", metavar="NAME|FILE", help="region profile (default: as the video is scanned)")
     fit.add_argument("--false-alarms", type=_positive_float, default=0.01, metavar="RATE",
                      help="share of normal crops allowed above the alarm threshold (default 0.01)")
-    fit.add_argument("--bank-size", type=_positive_int, default=4096, metavar="N",
-                     help="patches kept by coreset selection (default 4096)")
+    fit.add_argument("--bank-size", type=_positive_int, default=512, metavar="N",
+                     help="patches kept by coreset selection (default 512; larger: finer, slower scans)")
     fit.add_argument("--bundle", type=Path, metavar="DIR")
     anomaly_sub.add_parser("list", help="the anomaly models of the project, by version").add_argument(
         "--project", type=Path, required=True, metavar="DIR")

@@ -28,7 +28,7 @@ def test_nearest_distances_match_brute_force():
     rng = np.random.default_rng(1)
     queries, bank = rng.normal(size=(300, 24)).astype(np.float32), rng.normal(size=(70, 24)).astype(np.float32)
     brute = np.sqrt(((queries[:, None] - bank[None]) ** 2).sum(-1)).min(1)
-    assert np.allclose(nearest_distances(queries, bank, chunk=64), brute, atol=1e-4)
+    assert np.allclose(nearest_distances(queries, bank, block_elements=64 * 70), brute, atol=1e-4)
 
 
 def test_auroc_counts_pairs_and_ties():
