@@ -4,6 +4,8 @@
 * ``inspector`` scan end to end (decode thread + batched ONNX inference + SQLite writes), two
   regions, int8 and fp32, every frame and every 2nd/5th frame;
 * the naive way: torch eager ResNet18, one crop at a time, 224 px (needs torch);
+* each stage alone (decode, colour conversion, crop and resize, normalise, int8 backbone), in
+  ms per frame, so the gap between the stages' sum and the scan shows what overlap buys;
 * resident memory during a long scan, sampled at each quarter of the video.
 
     python bench/scan_throughput.py --seconds 60     # writes bench/results/scan_throughput.md
@@ -77,6 +79,41 @@ def decode_only(clip: Path, step: int = 1) -> float:
     return total / (time.perf_counter() - start)
 
 
+def stage_costs(clip: Path, threads: int, frames: int = 300) -> list[tuple[str, float]]:
+    """Each stage of an every-frame scan alone, in ms per frame (wall, on the scan's threads): what
+    a crop costs end to end, and where the time goes."""
+    capture = cv2.VideoCapture(str(clip))
+    started = time.perf_counter()
+    grabbed = sum(1 for _ in range(frames) if capture.grab())
+    decode = (time.perf_counter() - started) / grabbed
+    capture.release()
+    with VideoReader(clip) as reader:
+        started = time.perf_counter()
+        read = sum(1 for _ in reader.frames(stop=frames))
+        convert = (time.perf_counter() - started) / read - decode
+        images = [f.image for f in reader.frames(stop=50)]  # a few frames in memory for the stages below
+    bundle = load_bundle()
+    size = bundle.input_size
+    specs = load_profile(PROFILE).crop_specs()
+    started = time.perf_counter()
+    crops = np.concatenate([crop_frame(image, specs, size) for image in images])
+    crop = (time.perf_counter() - started) / len(images)
+    started = time.perf_counter()
+    batches = [bundle.preprocessing.normalise(crops[i:i + 32]) for i in range(0, len(crops), 32)]
+    normalise = (time.perf_counter() - started) / len(images)
+    backbone = Backbone(bundle, "int8", threads)
+    backbone.embed(crops[:32])  # warm-up
+    started = time.perf_counter()
+    backbone.embed(crops, batch_size=32)
+    infer = (time.perf_counter() - started) / len(images) - normalise
+    del batches
+    return [("decode (FFmpeg through OpenCV, no colour conversion)", decode),
+            ("colour conversion of the whole frame to BGR", convert),
+            (f"crop and resize ({len(specs)} regions)", crop),
+            ("normalise crops to float NCHW", normalise),
+            (f"int8 backbone ({len(specs)} crops, batches of 32)", infer)]
+
+
 def scan_fps(clip: Path, bundle_dir: Path | None, precision: str, step: int, threads: int,
              memory: list | None = None) -> float:
     bundle = load_bundle(bundle_dir)
@@ -143,6 +180,7 @@ def main() -> None:
             every = {1: "every frame", 2: "every 2nd frame"}.get(step, f"every {step}th frame")
             rows.append((f"inspector scan, {precision}, {every}",
                          scan_fps(clip, bundle_dir, precision, step, args.threads, record)))
+        stages = stage_costs(clip, args.threads)
         naive = naive_torch(clip, args.naive_frames)
         if naive is not None:
             rows.append((f"naive: torch eager, one crop at a time, 224 px (first {args.naive_frames} frames)", naive))
@@ -151,6 +189,9 @@ def main() -> None:
              f"{args.threads} threads, {os.cpu_count()} cores.", "",
              "| run | frames/s | × decode-only |", "|---|---:|---:|"]
     lines += [f"| {name} | {fps:.1f} | {fps / limit:.2f} |" for name, fps in rows]
+    lines += ["", "Each stage alone, ms per frame (wall):", "", "| stage | ms/frame |", "|---|---:|"]
+    lines += [f"| {name} | {ms * 1000:.2f} |" for name, ms in stages]
+    lines += [f"| sum | {sum(ms for _, ms in stages) * 1000:.2f} |"]
     lines += ["", "Resident memory of the int8 every-frame scan (MB):", "",
               "| progress | frame | RSS MB |", "|---:|---:|---:|"]
     lines += [f"| {mark} % | {frame} | {rss:.0f} |" for mark, frame, rss in memory]
