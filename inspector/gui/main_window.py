@@ -43,7 +43,7 @@ from inspector.errors import InspectorError
 from inspector.faults import NORMAL
 from inspector.gui.session import ReviewQueue, Session, default_project_for
 from inspector.gui.widgets import FindingsModel, FrameView, Timeline, crop_image
-from inspector.gui.workers import LibraryWorker, LiveInference, ReportWorker, ScanWorker
+from inspector.gui.workers import AnomalyWorker, LibraryWorker, LiveInference, ReportWorker, ScanWorker
 from inspector.regions import GENERIC_PROFILE
 from inspector.report import clock
 from inspector.status import Review
@@ -61,6 +61,7 @@ SHORTCUTS = (
     ("drag on the frame", "draw a box to label instead of a region"), ("Esc", "forget the drawn box"),
     ("1 ... 9", "label the drawn box or the selected region with fault type 1 ... 9"),
     ("0 or N", "label it normal (N: when not reviewing)"),
+    ("Ctrl+L", "anomaly mode: learn the selected region's normal look from the frames from here on"),
     ("Ctrl+Z", "undo the last label"), ("Ctrl+S", "save the labels (labels.csv in the project)"),
     ("Ctrl+N", "new fault type"), ("Ctrl+Return", "adapt: learn the fault type from its labels"),
     ("F2", "rename the selected fault type"), ("Del", "take the selected example out of its type"),
@@ -98,6 +99,7 @@ class MainWindow(QMainWindow):
         self.last_error = ""
         self.scan_worker: ScanWorker | None = None
         self.adapt_worker: LibraryWorker | None = None
+        self.anomaly_worker: AnomalyWorker | None = None
         self.reviews_to_learn: list[tuple[int, str, str | None]] = []  # decisions not yet recorded as examples
         self.refit_wanted = False  # F5 or a full batch while the library was busy
         # finding id -> ('new', None) or ('persisting', the reference run's finding) against its line's reference
@@ -323,6 +325,8 @@ class MainWindow(QMainWindow):
         self._action(label, "Adapt", self.adapt, "Ctrl+Return")
         self._action(label, "Rename the selected fault type…", self.ask_rename, "F2")
         self._action(label, "Take the selected example out", self.drop_example, "Delete")
+        label.addSeparator()
+        self._action(label, "Learn the normal look of the selected region from here…", self.ask_anomaly_fit, "Ctrl+L")
         review = bar.addMenu("&Review")
         self._action(review, "Review open findings", self.start_review, "R")
         self._action(review, "Confirm finding", lambda: self.review(Review.CONFIRMED), "C")
@@ -809,6 +813,28 @@ class MainWindow(QMainWindow):
         describe = f"alarm threshold of {name} " + ("reset" if value is None else f"set to {value:.2f}")
         self._library_change(lambda library: library.set_threshold(name, value), describe)
 
+    def ask_anomaly_fit(self) -> None:
+        """Anomaly mode from the app: the selected region's normal look, from the frames shown from
+        here on (the operator has checked nothing is wrong in them)."""
+        if self.session is None or self.session.video is None or self.view.selected is None:
+            self.status_text.setText("open a video and select a region (Tab) first")
+            return
+        region = next(c.region for c in self.session.crops if c.name == self.view.selected)
+        left = self._frame_count() - self.position
+        count, ok = QInputDialog.getInt(self, "Learn the normal look", f"Frames from {self.position} on in which "
+                                        f"nothing is wrong in region {region}:", min(150, left), 10, max(10, left))
+        if ok:
+            self.fit_anomaly(region, self.position, self.position + count - 1)
+
+    def fit_anomaly(self, region: str, first: int, last: int) -> None:
+        assert self.session is not None and self.session.video is not None
+        self.anomaly_worker = AnomalyWorker(self.session.project, self.session.backbone,
+                                            self.session.video.info.path, (first, last), region, self.session.profile)
+        self.anomaly_worker.done.connect(self.status_text.setText)
+        self.anomaly_worker.failed.connect(self.error)
+        self.status_text.setText(f"learning the normal look of {region} from frames {first}-{last}…")
+        self.anomaly_worker.start()
+
     def rename_type(self, old: str, new: str) -> None:
         self._library_change(lambda library: library.rename(old, new), f"{old} renamed to {new}")
 
@@ -1014,7 +1040,7 @@ class MainWindow(QMainWindow):
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("state", self.saveState())
         self.timer.stop()
-        for worker in (self.scan_worker, self.adapt_worker, self.report_worker):
+        for worker in (self.scan_worker, self.adapt_worker, self.anomaly_worker, self.report_worker):
             if worker is not None and worker.isRunning():
                 if isinstance(worker, ScanWorker):
                     worker.cancel()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PyQt6.QtCore import QThread, pyqtSignal
 
-from inspector.anomalies import AnomalyExplainer
+from inspector.anomalies import AnomalyExplainer, fit_region, normal_crops_from_video
 from inspector.backbone import Backbone
 from inspector.bundle import Bundle
 from inspector.decide import decide
@@ -139,6 +139,32 @@ class LibraryWorker(QThread):
             return
         self.done.emit(made, f"{result.crops} scanned crops classified again in {result.seconds:.1f} s, "
                              f"{result.findings} findings")
+
+
+class AnomalyWorker(QThread):
+    """A region's anomaly model fitted from a stretch of normal frames of the open video, off the
+    window's thread (``inspector anomaly fit`` does the same)."""
+
+    done = pyqtSignal(str)  # one line: what was fitted
+    failed = pyqtSignal(str)
+
+    def __init__(self, project: Path, backbone: Backbone, video: Path, frames: tuple[int, int], region: str,
+                 profile: RegionProfile) -> None:
+        super().__init__()
+        self._args = (project, backbone, video, frames, region, profile)
+
+    def run(self) -> None:
+        project, backbone, video, (first, last), region, profile = self._args
+        try:
+            with Store(project) as store:
+                crops, count = normal_crops_from_video(store, video, first, last, region,
+                                                       backbone.bundle.input_size, profile)
+                fit = fit_region(store, backbone, region, crops, count, f"{video.name} frames {first}-{last}")
+        except BaseException as exc:
+            self.failed.emit(_message(exc))
+            return
+        self.done.emit(f"anomaly model v{fit.version} of {region} from {count} normal frames ({first}-{last}), "
+                       f"{fit.seconds:.1f} s; scan again (Ctrl+R) to flag what differs from them")
 
 
 class ReportWorker(QThread):

@@ -591,3 +591,22 @@ def test_reviewing_an_anomaly_shows_its_heatmap_over_the_crop(qtbot, window, tmp
     window._review_move(1)
     shown, plain = shown_and_plain(track)
     assert abs(shown - plain) < 0.01  # a track finding: the plain crop, nothing drawn on
+
+
+def test_ctrl_l_learns_the_selected_regions_normal_look_in_the_background(qtbot, window, demo_video,
+                                                                                      monkeypatch):
+    """Anomaly mode from the app: Ctrl+L on the selected catenary tile, from frame 90 on, 75 frames."""
+    from PyQt6.QtWidgets import QInputDialog
+
+    assert window.open_path(demo_video)
+    window.show_frame(90)
+    while window.view.selected != "catenary[1]":
+        key(qtbot, window, Qt.Key.Key_Tab)
+    asked = []
+    monkeypatch.setattr(QInputDialog, "getInt", lambda *a, **k: (asked.append(a[2]), (75, True))[1])
+    key(qtbot, window, Qt.Key.Key_L, Qt.KeyboardModifier.ControlModifier)
+    assert asked and "region catenary" in asked[0]
+    qtbot.waitUntil(lambda: window.anomaly_worker is not None and window.anomaly_worker.isFinished(), timeout=60000)
+    assert "anomaly model v1 of catenary from 75 normal frames (90-164)" in window.status_text.text()
+    with Store(window.session.project) as store:
+        assert set(store.anomaly_models(window.session.bundle.digest)) == {"catenary"}
