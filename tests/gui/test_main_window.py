@@ -593,8 +593,7 @@ def test_reviewing_an_anomaly_shows_its_heatmap_over_the_crop(qtbot, window, tmp
     assert abs(shown - plain) < 0.01  # a track finding: the plain crop, nothing drawn on
 
 
-def test_ctrl_l_learns_the_selected_regions_normal_look_in_the_background(qtbot, window, demo_video,
-                                                                                      monkeypatch):
+def test_ctrl_l_learns_the_selected_regions_normal_look_in_the_background(qtbot, window, demo_video, monkeypatch):
     """Anomaly mode from the app: Ctrl+L on the selected catenary tile, from frame 90 on, 75 frames."""
     from PyQt6.QtWidgets import QInputDialog
 
