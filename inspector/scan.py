@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from inspector.anomaly import ANOMALY, AnomalyModel, flag_anomalies
+from inspector.anomaly import ANOMALY, AnomalyModel
 from inspector.backbone import Backbone
-from inspector.decide import decide
+from inspector.decide import decide, decide_crops
 from inspector.errors import BundleError, InspectorError, ProfileError, StoreError
 from inspector.findings import group_findings
 from inspector.heads import Head
@@ -241,22 +241,12 @@ class Scanner:
                             frames_done: int, decode_errors: int) -> None:
         crops = np.concatenate([c for _, c in batch])
         per_frame = len(specs)
-        regions = [spec.region for _ in batch for spec in specs]
-        if self.anomaly:
-            embeddings, patches = self.backbone.embed_patches(crops, batch_size=max(self.batch_size, len(crops)))
-        else:
-            embeddings = self.backbone.embed(crops, batch_size=max(self.batch_size, len(crops)))
-        pred = decide(self.head, embeddings, regions)
-        flagged = flag_anomalies(self.anomaly, patches, regions, pred.is_fault) if self.anomaly else {}
-        rows = []
-        for f, (frame, _) in enumerate(batch):
-            for j, spec in enumerate(specs):
-                i = f * per_frame + j
-                if i in flagged:
-                    rows.append(DetectionRow(frame, spec.name, spec.region, ANOMALY, flagged[i], True))
-                elif (k := int(pred.class_index[i])) >= 0:
-                    rows.append(DetectionRow(frame, spec.name, spec.region, self.head.classes[k],
-                                             float(pred.score[i]), bool(pred.is_fault[i])))
+        decision = decide_crops(self.backbone, self.head, crops, [spec.region for _ in batch for spec in specs],
+                                self.anomaly, batch_size=max(self.batch_size, len(crops)))
+        rows = [DetectionRow(frame, spec.name, spec.region, *called)
+                for f, (frame, _) in enumerate(batch) for j, spec in enumerate(specs)
+                if (called := decision.call(f * per_frame + j, self.head)) is not None]
+        embeddings = decision.embeddings
         vectors = embeddings.astype(np.float16)
         stored = ([(frame, spec.name, vectors[i * per_frame + j].tobytes())
                    for i, (frame, _) in enumerate(batch) for j, spec in enumerate(specs)]

@@ -463,7 +463,7 @@ class MainWindow(QMainWindow):
         info = self.session.video.info
         self.time_label.setText(f"{clock(frame.timestamp)} / {clock(info.duration)}  frame {index}")
         self.timeline.set_position(index)
-        self.live.submit(index, frame.image, self.session.crops, self.session.head)
+        self.live.submit(index, frame.image, self.session.crops, self.session.head, self.session.anomaly)
 
     def _live_result(self, index: int, results: list) -> None:
         if index == self.position:
@@ -830,10 +830,16 @@ class MainWindow(QMainWindow):
         assert self.session is not None and self.session.video is not None
         self.anomaly_worker = AnomalyWorker(self.session.project, self.session.backbone,
                                             self.session.video.info.path, (first, last), region, self.session.profile)
-        self.anomaly_worker.done.connect(self.status_text.setText)
+        self.anomaly_worker.done.connect(self._anomaly_fitted)
         self.anomaly_worker.failed.connect(self.error)
         self.status_text.setText(f"learning the normal look of {region} from frames {first}-{last}…")
         self.anomaly_worker.start()
+
+    def _anomaly_fitted(self, summary: str) -> None:
+        if self.session is not None:
+            self.session.reload_head()  # and the anomaly models: the live overlay uses the new one at once
+            self.show_frame(self.position)
+        self.status_text.setText(summary)
 
     def rename_type(self, old: str, new: str) -> None:
         self._library_change(lambda library: library.rename(old, new), f"{old} renamed to {new}")
@@ -930,7 +936,8 @@ class MainWindow(QMainWindow):
     def refresh_overlay(self) -> None:
         """Classify the frame on screen again (a new head), without decoding it again."""
         if self.session is not None and self.current_image is not None:
-            self.live.submit(self.position, self.current_image, self.session.crops, self.session.head)
+            self.live.submit(self.position, self.current_image, self.session.crops, self.session.head,
+                             self.session.anomaly)
 
     # background scans and reports -----------------------------------------------------------
     def scan(self, videos: list[Path] | None = None) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inspector.anomalies import AnomalyExplainer
+from inspector.anomaly import AnomalyModel
 from inspector.backbone import Backbone
 from inspector.bundle import Bundle, load_bundle
 from inspector.compare import against_references
@@ -109,6 +110,7 @@ class Session:
     head: Head
     video: VideoReader | None = None
     labels: list[Label] = field(default_factory=list)
+    anomaly: dict[str, AnomalyModel] = field(default_factory=dict)  # the active anomaly models per region
 
     @classmethod
     def open(cls, project: Path, bundle_dir: Path | None = None, backbone: Backbone | None = None) -> Session:
@@ -118,7 +120,8 @@ class Session:
         scans = store.scans()
         profile = (parse_profile(scans[-1].profile_text, f"profile of scan {scans[-1].id}") if scans
                    else load_profile(GENERIC_PROFILE))  # each video opened brings its own
-        return cls(project, bundle, backbone, store, profile, active_head(store, bundle))
+        anomaly = store.anomaly_models(bundle.digest) if backbone.has_patches else {}
+        return cls(project, bundle, backbone, store, profile, active_head(store, bundle), anomaly=anomaly)
 
     @staticmethod
     def is_project(path: Path) -> bool:
@@ -214,7 +217,9 @@ class Session:
         return self.store.video(self.store.scan(finding.scan_id).video_id).path
 
     def reload_head(self) -> None:
+        """The active head and anomaly models, after a change of the library or a fit."""
         self.head = active_head(self.store, self.bundle)
+        self.anomaly = self.store.anomaly_models(self.bundle.digest) if self.backbone.has_patches else {}
 
     # labelling ------------------------------------------------------------------------------
     def fault_types(self) -> list[str]:

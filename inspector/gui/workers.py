@@ -15,9 +15,10 @@ import numpy as np
 from PyQt6.QtCore import QThread, pyqtSignal
 
 from inspector.anomalies import AnomalyExplainer, fit_region, normal_crops_from_video
+from inspector.anomaly import AnomalyModel
 from inspector.backbone import Backbone
 from inspector.bundle import Bundle
-from inspector.decide import decide
+from inspector.decide import decide_crops
 from inspector.errors import InspectorError
 from inspector.faults import FaultLibrary, LibraryChange, active_head
 from inspector.heads import Head
@@ -43,12 +44,13 @@ class LiveInference(QThread):
         super().__init__()
         self._backbone = backbone
         self._lock = threading.Condition()
-        self._job: tuple[int, np.ndarray, list[CropSpec], Head] | None = None
+        self._job: tuple[int, np.ndarray, list[CropSpec], Head, dict[str, AnomalyModel]] | None = None
         self._stop = False
 
-    def submit(self, index: int, image: np.ndarray, specs: list[CropSpec], head: Head) -> None:
+    def submit(self, index: int, image: np.ndarray, specs: list[CropSpec], head: Head,
+               anomaly: dict[str, AnomalyModel] | None = None) -> None:
         with self._lock:
-            self._job = (index, image, specs, head)
+            self._job = (index, image, specs, head, anomaly or {})
             self._lock.notify()
 
     def stop(self) -> None:
@@ -64,13 +66,11 @@ class LiveInference(QThread):
                     self._lock.wait()
                 if self._stop:
                     return
-                index, image, specs, head = self._job
+                index, image, specs, head, anomaly = self._job
                 self._job = None
             crops = crop_frame(image, specs, self._backbone.bundle.input_size)
-            pred = decide(head, self._backbone.embed(crops), [spec.region for spec in specs])
-            out = [(spec.name, head.classes[k] if k >= 0 else "", float(score), bool(fault))
-                   for spec, k, score, fault in zip(specs, pred.class_index.tolist(), pred.score.tolist(),
-                                                    pred.is_fault.tolist())]
+            decision = decide_crops(self._backbone, head, crops, [spec.region for spec in specs], anomaly)
+            out = [(spec.name, *(decision.call(i, head) or ("", 0.0, False))) for i, spec in enumerate(specs)]
             self.result.emit(index, out)
 
 

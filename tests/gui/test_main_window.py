@@ -609,3 +609,6 @@ def test_ctrl_l_learns_the_selected_regions_normal_look_in_the_background(qtbot,
     assert "anomaly model v1 of catenary from 75 normal frames (90-164)" in window.status_text.text()
     with Store(window.session.project) as store:
         assert set(store.anomaly_models(window.session.bundle.digest)) == {"catenary"}
+    # The live overlay uses it at once: frame 1 has a nest on catenary[3], no fault type names it.
+    window.show_frame(1)
+    qtbot.waitUntil(lambda: window.view._live.get("catenary[3]", ("",))[0] == "anomaly", timeout=10000)
