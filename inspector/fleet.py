@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from inspector.anomaly import AnomalyModel
 from inspector.backbone import Backbone
 from inspector.bundle import load_bundle
 from inspector.errors import InspectorError
@@ -60,17 +61,20 @@ class RemoteScan:
 
 
 def scan_task(bundle_dir: str, precision: str, threads: int, head_json: str, head_npz: bytes, head_version: int,
-              profile_text: str, video: str, step: int, keep_embeddings: bool, workdir: str) -> RemoteScan:
-    """Runs on a worker: the video scanned into a scratch project, its results read back."""
+              profile_text: str, video: str, step: int, keep_embeddings: bool, workdir: str,
+              anomaly_parts: list[tuple] = ()) -> RemoteScan:
+    """Runs on a worker: the video scanned into a scratch project, its results read back.
+    ``anomaly_parts``: the driver's anomaly models as ``AnomalyModel.from_parts`` arguments."""
     backbone = Backbone(load_bundle(Path(bundle_dir)), precision, threads)
     head = Head.from_parts(head_json, head_npz).with_version(head_version)
+    anomaly = {parts[0]: AnomalyModel.from_parts(*parts) for parts in anomaly_parts}
     folder = Path(workdir) / f"task-{uuid.uuid4().hex[:12]}"
     folder.mkdir(parents=True)
     (folder / "worker.pid").write_text(str(os.getpid()))  # which process runs it (to watch or stop it)
     try:
         with Store(folder) as store:
             scanner = Scanner(store, backbone, head, parse_profile(profile_text, "profile"), step=step,
-                              keep_embeddings=keep_embeddings)
+                              keep_embeddings=keep_embeddings, anomaly=anomaly)
             result = scanner.scan(video)
             scan = store.scan(result.scan_id)
             embeddings = [(f, c, bytes(v)) for f, c, v in store.connection.execute(
@@ -101,6 +105,8 @@ def scan_on_ray(scanner: Scanner, bundle_dir: Path, videos: list[Path], address:
              log_to_driver=False, logging_level=logging.WARNING, ignore_reinit_error=True)
     task = ray.remote(max_retries=TASK_RETRIES, num_cpus=threads, max_calls=1)(scan_task)
     workdir = tempfile.mkdtemp(prefix="inspector-ray-")
+    anomaly_parts = [(m.region, m.to_npz(), m.threshold, m.bundle_digest, m.normals, m.version)
+                     for m in scanner.anomaly.values()]
     pending: dict = {}
     try:
         for path in videos:
@@ -119,7 +125,8 @@ def scan_on_ray(scanner: Scanner, bundle_dir: Path, videos: list[Path], address:
                     on_result(result)
                 continue
             ref = task.remote(str(bundle_dir), backbone.precision, threads, head.to_json(), head.to_npz(),
-                              head.version, profile.source, str(path), step, scanner.keep_embeddings, workdir)
+                              head.version, profile.source, str(path), step, scanner.keep_embeddings, workdir,
+                              anomaly_parts)
             pending[ref] = (path, record.id, time.monotonic())
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)

@@ -83,3 +83,18 @@ def test_a_worker_killed_half_way_is_retried_without_duplicates(tmp_path, tiny_b
     assert main(["scan", *map(str, three_runs), "--project", str(tmp_path / "local"), "--bundle", str(tiny_bundle),
                  "--profile", str(profile_file), "-q"]) == EXIT_OK
     assert scanned(tmp_path / "ray") == scanned(tmp_path / "local")
+
+
+def test_a_ray_scan_flags_the_same_anomalies_as_a_local_scan(tmp_path):
+    """The driver's anomaly models travel with each task: a Ray scan of the demo flags what a local one does."""
+    from inspector.assets import assets_dir
+
+    demo = assets_dir() / "demo" / "demo.mp4"
+    for name in ("local", "ray"):
+        assert main(["anomaly", "fit", "--project", str(tmp_path / name), "--region", "catenary", "--video",
+                     str(demo), "--frames", "90-164"]) == EXIT_OK
+    assert main(["scan", str(demo), "--project", str(tmp_path / "local"), "-q"]) == EXIT_OK
+    assert main(["scan", str(demo), "--project", str(tmp_path / "ray"), "--ray", "--workers", "1", "-q"]) == EXIT_OK
+    local, ray = scanned(tmp_path / "local")[0], scanned(tmp_path / "ray")[0]
+    anomalies = [f for f in local if f[2] == "anomaly"]
+    assert len(anomalies) >= 18 and local == ray
