@@ -3,7 +3,7 @@ heatmaps. One function per job, shared by the CLI and the desktop app."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -118,8 +118,7 @@ def fit_region(store: Store, backbone: Backbone, region: str, crops: np.ndarray,
     note = (f"{len(crops)} normal crops of {frames} frames from {source}; threshold at "
             f"{false_alarm_rate:.1%} false alarms on the last {len(model.calibration)}")
     version = store.save_anomaly_model(model, note)
-    return AnomalyFit(version, AnomalyModel(**{**model.__dict__, "version": version}),
-                      frames, time.perf_counter() - started)
+    return AnomalyFit(version, replace(model, version=version), frames, time.perf_counter() - started)
 
 
 class AnomalyExplainer:

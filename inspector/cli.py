@@ -443,7 +443,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _explainer(store, bundle_dir: Path | None, backbone=None):
+def _explainer(store, bundle_dir: Path | None):
     """Anomaly heatmaps for the report, where the project has anomaly models (else None: no ONNX
     session is opened for nothing)."""
     from inspector.anomalies import AnomalyExplainer
@@ -452,7 +452,7 @@ def _explainer(store, bundle_dir: Path | None, backbone=None):
 
     if not store.anomaly_versions():
         return None
-    return AnomalyExplainer(store, backbone or Backbone(load_bundle(bundle_dir)))
+    return AnomalyExplainer(store, Backbone(load_bundle(bundle_dir)))
 
 
 def _existing_project(path: Path):
