@@ -13,7 +13,7 @@ from inspector.anomaly import DEFAULT_BANK_SIZE, DEFAULT_FALSE_ALARM_RATE, Anoma
 from inspector.backbone import Backbone
 from inspector.errors import InspectorError
 from inspector.examples import crop_box, read_examples
-from inspector.regions import CropSpec, RegionProfile, crop_frame, parse_profile, profile_for
+from inspector.regions import CropSpec, RegionProfile, crop_frame, video_profile
 from inspector.store import Store
 from inspector.video import VideoReader
 
@@ -41,17 +41,6 @@ def region_specs(profile: RegionProfile, region: str) -> list[CropSpec]:
     return specs
 
 
-def _video_profile(store: Store, reader: VideoReader, given: RegionProfile | None) -> RegionProfile:
-    """The profile a video is (or would be) scanned with: given, its last scan's, or by frame size."""
-    if given is not None:
-        return given
-    video = store.add_video(reader.info)
-    for scan in reversed(store.scans()):
-        if scan.video_id == video.id:
-            return parse_profile(scan.profile_text, f"profile of scan {scan.id}")
-    return profile_for(reader.info.width, reader.info.height)
-
-
 def normal_crops_from_video(store: Store, video: Path, first: int, last: int, region: str, size: int,
                             profile: RegionProfile | None = None) -> tuple[np.ndarray, int]:
     """The region's crops of frames ``first``..``last`` (sampled evenly down to ``MAX_FIT_FRAMES``),
@@ -62,7 +51,7 @@ def normal_crops_from_video(store: Store, video: Path, first: int, last: int, re
             raise AnomalyError(f"frames {first}-{last} are not in {video.name} (frames 0-{count - 1}); "
                                "give a range of normal frames inside the video")
         last = min(last, count - 1)
-        specs = region_specs(_video_profile(store, reader, profile), region)
+        specs = region_specs(video_profile(store, store.add_video(reader.info).id, profile), region)
         step = max(1, (last - first + 1) // MAX_FIT_FRAMES)
         crops, frames = [], 0
         for frame in reader.frames(start=first, step=step, stop=last + 1):
@@ -77,28 +66,36 @@ def normal_crops_from_examples(store: Store, path: Path, region: str, size: int,
                                profile: RegionProfile | None = None) -> np.ndarray:
     """The crops an examples file names (CSV or labelme; every row is taken as normal), in file order."""
     crops = []
-    for ex in read_examples(path):
-        where = f"{path.name} example {ex.row}"
-        try:
-            if ex.image is not None:
-                image = cv2.imread(str(ex.image), cv2.IMREAD_COLOR)
-                if image is None:
-                    raise AnomalyError(f"{where}: picture {ex.image} cannot be read")
-                crops.append(crop_box(image, ex.box, size))
-                continue
-            with VideoReader(ex.video) as reader:
+    readers: dict[Path, VideoReader] = {}  # one per video, however many rows name it
+    try:
+        for ex in read_examples(path):
+            where = f"{path.name} example {ex.row}"
+            try:
+                if ex.image is not None:
+                    image = cv2.imread(str(ex.image), cv2.IMREAD_COLOR)
+                    if image is None:
+                        raise AnomalyError(f"{where}: picture {ex.image} cannot be read")
+                    crops.append(crop_box(image, ex.box, size))
+                    continue
+                if ex.video not in readers:
+                    readers[ex.video] = VideoReader(ex.video)
+                reader = readers[ex.video]
                 image = reader.read_frame(ex.frame).image
                 if ex.box is not None:
                     crops.append(crop_box(image, ex.box, size))
                     continue
-                specs = {s.name: s for s in region_specs(_video_profile(store, reader, profile), region)}
+                specs = {s.name: s for s in region_specs(video_profile(store, store.add_video(reader.info).id,
+                                                                       profile), region)}
                 if ex.crop not in specs and ex.crop != region:
                     raise AnomalyError(f"{where}: {ex.crop!r} is not a crop of region {region!r} "
                                        f"({', '.join(specs)})")
                 chosen = [specs[ex.crop]] if ex.crop in specs else list(specs.values())
                 crops.append(crop_frame(image, chosen, size))
-        except ValueError as exc:
-            raise AnomalyError(f"{where}: {exc}") from None
+            except ValueError as exc:
+                raise AnomalyError(f"{where}: {exc}") from None
+    finally:
+        for reader in readers.values():
+            reader.close()
     return np.concatenate([c if c.ndim == 4 else c[None] for c in crops])
 
 
@@ -125,9 +122,15 @@ class AnomalyExplainer:
     """Why a crop is an anomaly: its map against the active model of its region, drawn over the
     crop. The report's thumbnails and the app's review panel use it alike."""
 
-    def __init__(self, store: Store, backbone: Backbone) -> None:
+    def __init__(self, backbone: Backbone, models: dict[str, AnomalyModel]) -> None:
         self.backbone = backbone
-        self.models = store.anomaly_models(backbone.bundle.digest) if backbone.has_patches else {}
+        self.models = models
+
+    @classmethod
+    def for_project(cls, store: Store, backbone: Backbone) -> AnomalyExplainer | None:
+        """With the project's active models for this backbone's bundle; None where there are none."""
+        models = store.anomaly_models(backbone.bundle.digest) if backbone.has_patches else {}
+        return cls(backbone, models) if models else None
 
     def relative_map(self, region: str, crop_bgr: np.ndarray) -> np.ndarray | None:
         """G x G patch distances over the alarm threshold (above 1: beyond normal); None where the

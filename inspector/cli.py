@@ -431,7 +431,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                              f"with 'inspector scan VIDEO --project {args.project}'")
     out = args.out or args.project / "report"
     with Store(args.project) as store:
-        summary = build_report(store, out, geojson=args.geojson, explainer=_explainer(store, args.bundle))
+        summary = build_report(store, out, geojson=args.geojson, backbone=_heatmap_backbone(store, args.bundle))
     for path in summary.missing_videos:
         print(f"inspector: warning: video {path} not found; its findings have no pictures", file=sys.stderr)
     print(f"report: {summary.html} ({summary.findings} findings in {summary.videos} video(s)); csv: {summary.csv}")
@@ -443,16 +443,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _explainer(store, bundle_dir: Path | None):
-    """Anomaly heatmaps for the report, where the project has anomaly models (else None: no ONNX
-    session is opened for nothing)."""
-    from inspector.anomalies import AnomalyExplainer
+def _heatmap_backbone(store, bundle_dir: Path | None):
+    """A backbone for the report's anomaly heatmaps, where the project has anomaly models (else
+    None: no ONNX session is opened for nothing)."""
     from inspector.backbone import Backbone
     from inspector.bundle import load_bundle
 
-    if not store.anomaly_versions():
-        return None
-    return AnomalyExplainer(store, Backbone(load_bundle(bundle_dir)))
+    return Backbone(load_bundle(bundle_dir)) if store.anomaly_versions() else None
 
 
 def _existing_project(path: Path):
@@ -759,10 +756,8 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
             versions = store.anomaly_versions()
             if not versions:
                 print("no anomaly models; fit one with 'inspector anomaly fit'")
-            active = {(v.region, max(w.version for w in versions if w.region == v.region and not w.removed_at))
-                      for v in versions if not v.removed_at}
             for v in versions:
-                mark = "*" if (v.region, v.version) in active else " "
+                mark = "*" if v.active else " "
                 state = f"removed {v.removed_at}" if v.removed_at else f"threshold {v.threshold:.3g}"
                 print(f" {mark}{v.version:>3}  {v.region:<12} {v.created_at}  {state}  {v.note}")
         return EXIT_OK

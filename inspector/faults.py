@@ -30,7 +30,7 @@ from inspector.bundle import Bundle
 from inspector.errors import FaultLibraryError, InspectorError
 from inspector.examples import LabelledExample, crop_box
 from inspector.heads import Head
-from inspector.regions import CropSpec, RegionProfile, parse_profile, profile_for
+from inspector.regions import CropSpec, RegionProfile, parse_profile, video_profile
 from inspector.status import Review
 from inspector.store import ExampleRow, FindingRecord, Store
 from inspector.video import VideoReader
@@ -53,6 +53,12 @@ class LibraryChange:
     quality: Quality
     examples: dict[str, int]
     seconds: float
+
+
+def can_name_a_type(name: str) -> bool:
+    """Whether a name may be given to a fault type: not empty, and not one the app reserves
+    (``normal`` examples, ``anomaly`` findings)."""
+    return bool(name.strip()) and name.strip().lower() not in (NORMAL, ANOMALY)
 
 
 class FaultLibrary:
@@ -81,7 +87,7 @@ class FaultLibrary:
         started = time.perf_counter()
         self._pending_images.clear()
         name = name.strip()
-        if not name or name.lower() == NORMAL:
+        if not can_name_a_type(name):
             raise FaultLibraryError(f"{name!r} cannot name a fault type; choose a name such as bird_nest")
         if not examples:
             raise FaultLibraryError("no examples given; label at least one example of the new fault type")
@@ -158,8 +164,9 @@ class FaultLibrary:
         if old not in active or old == NORMAL:
             raise FaultLibraryError(f"no fault type named {old} to rename; 'inspector faults list' shows them")
         taken = {t.name for t in self.store.fault_types(include_removed=True)} | set(self._base_classes())
-        if not new or new.lower() == NORMAL or new in taken:
-            raise FaultLibraryError(f"{new!r} cannot be the new name: it is empty, 'normal', or taken")
+        if not can_name_a_type(new) or new in taken:
+            raise FaultLibraryError(f"{new!r} cannot be the new name: it is empty, reserved ('normal', 'anomaly') "
+                                    "or taken")
         rows = [replace(e, fault_type=new) if e.fault_type == old else e for e in self.store.examples()]
         head, quality = self._fit(rows, judged_types={new})
         version = self._save(f"renamed {old} to {new}", head, quality, [new if t == old else t for t in active],
@@ -182,7 +189,7 @@ class FaultLibrary:
         if finding.class_name == ANOMALY and label == ANOMALY:
             label = None  # a confirmed anomaly teaches no class until it is named (--as NEW_TYPE)
         elif finding.class_name == ANOMALY and label not in (None, NORMAL) and label not in head.classes:
-            if not label.strip() or label == ANOMALY:  # naming a confirmed anomaly: the first example of a new type
+            if not can_name_a_type(label):  # naming a confirmed anomaly: the first example of a new type
                 raise FaultLibraryError(f"{label!r} cannot name a fault type; choose a name such as broken_dropper")
         elif label not in (None, NORMAL) and label not in head.classes:
             raise FaultLibraryError(f"{label} is not a fault type of the project; known: "
@@ -336,15 +343,6 @@ class FaultLibrary:
         finally:
             self._pending_images.clear()
 
-    def _profile_for(self, video_id: int, given: RegionProfile | None) -> RegionProfile:
-        if given is not None:
-            return given
-        for scan in reversed(self.store.scans()):
-            if scan.video_id == video_id:
-                return parse_profile(scan.profile_text, f"profile of scan {scan.id}")
-        video = self.store.video(video_id)
-        return profile_for(video.width, video.height)
-
     def _example_rows(self, examples: list[LabelledExample], profile: RegionProfile | None,
                       source: str = "operator", keep_known: bool = False) -> list[ExampleRow]:
         """Cut, check, save and embed every example; any problem stops all before anything is kept.
@@ -382,7 +380,7 @@ class FaultLibrary:
                     crops.append(crop)
                     meta.append((ex, video.id, None, ANY_REGION))
                     continue
-                specs = {s.name: s for s in self._profile_for(video.id, profile).crop_specs()}
+                specs = {s.name: s for s in video_profile(self.store, video.id, profile).crop_specs()}
                 spec = specs.get(ex.crop)
                 if spec is None:
                     raise FaultLibraryError(f"{where}: no region {ex.crop!r} in the profile "
@@ -438,7 +436,7 @@ class FaultLibrary:
             with VideoReader(video) as reader:
                 info = reader.info
             video_id = self.store.add_video(info).id
-            specs: list[CropSpec] = [s for s in self._profile_for(video_id, profile).crop_specs() if s.region in regions]
+            specs: list[CropSpec] = [s for s in video_profile(self.store, video_id, profile).crop_specs() if s.region in regions]
             margin = round(AUTO_NORMAL_MARGIN_S * info.fps)
             busy = [e.frame for e in labelled]
             candidates = self.store.scanned_frames(video_id, self._digest) or range(info.frame_count)

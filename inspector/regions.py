@@ -17,12 +17,16 @@ import hashlib
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from inspector.assets import assets_dir
 from inspector.errors import ProfileError
+
+if TYPE_CHECKING:
+    from inspector.store import Store
 
 GENERIC_PROFILE = "full-frame"  # for footage no profile's frame_size matches
 
@@ -159,3 +163,15 @@ def profile_for(width: int, height: int) -> RegionProfile:
         if profile.frame_size == (width, height):
             return profile
     return load_profile(GENERIC_PROFILE)
+
+
+def video_profile(store: Store, video_id: int, given: RegionProfile | None = None) -> RegionProfile:
+    """The profile a video's crops are named by: the one given, else the one its last scan used,
+    else the shipped one drawn for its frame size (examples and anomaly models refer to it)."""
+    if given is not None:
+        return given
+    for scan in reversed(store.scans()):
+        if scan.video_id == video_id:
+            return parse_profile(scan.profile_text, f"profile of scan {scan.id}")
+    video = store.video(video_id)
+    return profile_for(video.width, video.height)

@@ -18,6 +18,7 @@ import cv2
 
 from inspector.anomalies import AnomalyExplainer
 from inspector.anomaly import ANOMALY
+from inspector.backbone import Backbone
 from inspector.compare import Versus, against_references
 from inspector.diagrams import line_diagram, track_plot, write_geojson
 from inspector.errors import InspectorError, StoreError
@@ -126,10 +127,11 @@ img.figure{max-width:940px;width:100%;margin:8px 0}
 
 
 def build_report(store: Store, out_dir: Path | str, progress: Callable[[int, int], None] | None = None,
-                 geojson: bool = False, explainer: AnomalyExplainer | None = None) -> ReportSummary:
+                 geojson: bool = False, backbone: Backbone | None = None) -> ReportSummary:
     """Write ``report.html``, ``findings.csv`` and ``thumbs/`` into ``out_dir``; where findings are
-    located, the line diagram and the track plot; with ``geojson``, ``findings.geojson``; with an
-    ``explainer``, anomaly heatmaps over the anomaly findings' crops."""
+    located, the line diagram and the track plot; with ``geojson``, ``findings.geojson``; with a
+    ``backbone`` and the project's anomaly models, heatmaps over the anomaly findings' crops."""
+    explainer = AnomalyExplainer.for_project(store, backbone) if backbone is not None else None
     out = Path(out_dir)
     try:
         (out / "thumbs").mkdir(parents=True, exist_ok=True)

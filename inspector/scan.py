@@ -86,8 +86,8 @@ class Scanner:
         self.keep_embeddings = keep_embeddings
         self._bundle_digest = bundle.digest
         self.anomaly = store.anomaly_models(self._bundle_digest) if anomaly is None else anomaly
-        stale = sorted({v.region for v in store.anomaly_versions() if not v.removed_at
-                        and v.bundle_digest != self._bundle_digest} - set(self.anomaly))
+        stale = sorted(v.region for v in store.anomaly_versions()
+                       if v.active and v.bundle_digest != self._bundle_digest)
         if anomaly is None and stale:
             log.warning("the anomaly models of %s were fitted with another model bundle and are not used; fit them "
                         "again with this one ('inspector anomaly fit')", ", ".join(stale))

@@ -288,6 +288,7 @@ class AnomalyVersion:
     normals: int
     threshold: float
     removed_at: str | None
+    active: bool  # the newest version of its region that is not removed
 
 
 def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
@@ -722,19 +723,23 @@ class Store:
         return int(cursor.lastrowid)
 
     def anomaly_versions(self) -> list[AnomalyVersion]:
+        """Every fit, oldest first; the newest version of a region that is not removed is active."""
         rows = self._conn.execute("SELECT version, region, created_at, note, bundle_digest, normals, threshold, "
                                   "removed_at FROM anomaly_models ORDER BY version").fetchall()
-        return [AnomalyVersion(*row) for row in rows]
+        newest = {row[1]: row[0] for row in rows if row[7] is None}
+        return [AnomalyVersion(*row, active=newest.get(row[1]) == row[0]) for row in rows]
 
     def anomaly_models(self, bundle_digest: str) -> dict[str, AnomalyModel]:
         """The active model of each region, fitted with the bundle given (patch features of another
         bundle mean nothing to this one)."""
-        rows = self._conn.execute(
-            "SELECT a.version, a.region, a.arrays, a.threshold, a.bundle_digest, a.normals FROM anomaly_models a "
-            "WHERE a.removed_at IS NULL AND a.version = (SELECT MAX(b.version) FROM anomaly_models b "
-            "WHERE b.region = a.region AND b.removed_at IS NULL) AND a.bundle_digest=?", (bundle_digest,)).fetchall()
-        return {region: AnomalyModel.from_parts(region, bytes(arrays), threshold, digest, normals, version)
-                for version, region, arrays, threshold, digest, normals in rows}
+        models = {}
+        for v in self.anomaly_versions():
+            if v.active and v.bundle_digest == bundle_digest:
+                arrays = self._conn.execute("SELECT arrays FROM anomaly_models WHERE version=?",
+                                            (v.version,)).fetchone()[0]
+                models[v.region] = AnomalyModel.from_parts(v.region, bytes(arrays), v.threshold, v.bundle_digest,
+                                                           v.normals, v.version)
+        return models
 
     def remove_anomaly_models(self, region: str) -> int:
         """Switch anomaly mode off for a region (its versions stay, marked); returns how many."""

@@ -294,8 +294,8 @@ class Session:
                 for i, x in enumerate(self.labels) if x.label in (name, NORMAL)]
 
     def explainer(self) -> AnomalyExplainer:
-        """Anomaly heatmaps with the project's current anomaly models."""
-        return AnomalyExplainer(self.store, self.backbone)
+        """Anomaly heatmaps with the session's anomaly models (reloaded after a fit)."""
+        return AnomalyExplainer(self.backbone, self.anomaly)
 
     def library(self, backbone: Backbone | None = None, store: Store | None = None) -> FaultLibrary:
         return FaultLibrary(store or self.store, self.bundle, backbone or self.backbone)

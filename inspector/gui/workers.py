@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PyQt6.QtCore import QThread, pyqtSignal
 
-from inspector.anomalies import AnomalyExplainer, fit_region, normal_crops_from_video
+from inspector.anomalies import fit_region, normal_crops_from_video
 from inspector.anomaly import AnomalyModel
 from inspector.backbone import Backbone
 from inspector.bundle import Bundle
@@ -179,8 +179,7 @@ class ReportWorker(QThread):
     def run(self) -> None:
         try:
             with Store(self._project) as store:
-                explainer = AnomalyExplainer(store, self._backbone) if store.anomaly_versions() else None
-                summary = build_report(store, self._out, self.progress.emit, explainer=explainer)
+                summary = build_report(store, self._out, self.progress.emit, backbone=self._backbone)
         except BaseException as exc:
             self.failed.emit(_message(exc))
             return

@@ -126,7 +126,7 @@ def test_a_confirmed_anomaly_is_named_as_a_new_fault_type_in_one_step(project, c
 
 def test_the_heatmap_points_at_the_nest_in_the_report_and_the_explainer(project):
     with Store(project) as store:
-        explainer = AnomalyExplainer(store, Backbone(load_bundle()))
+        explainer = AnomalyExplainer.for_project(store, Backbone(load_bundle()))
         nest = max(anomalies(store), key=lambda f: f.best_score)
     assert main(["report", "--project", str(project)]) == EXIT_OK
     crop = cv2.imread(str(project / "report" / "thumbs" / f"finding{nest.id}_crop.jpg"))
