@@ -13,7 +13,7 @@ from inspector.anomaly import DEFAULT_BANK_SIZE, DEFAULT_FALSE_ALARM_RATE, Anoma
 from inspector.backbone import Backbone
 from inspector.errors import InspectorError
 from inspector.examples import crop_box, read_examples
-from inspector.regions import CropSpec, RegionProfile, crop_frame, video_profile
+from inspector.regions import CropSpec, RegionProfile, crop_frame, crop_planes, video_profile
 from inspector.store import Store
 from inspector.video import VideoReader
 
@@ -54,8 +54,8 @@ def normal_crops_from_video(store: Store, video: Path, first: int, last: int, re
         specs = region_specs(video_profile(store, store.add_video(reader.info).id, profile), region)
         step = max(1, (last - first + 1) // MAX_FIT_FRAMES)
         crops, frames = [], 0
-        for frame in reader.frames(start=first, step=step, stop=last + 1):
-            crops.append(crop_frame(frame.image, specs, size))
+        for frame in reader.planes(start=first, step=step, stop=last + 1):  # as the scan crops them
+            crops.append(crop_planes(frame, specs, size))
             frames += 1
     if not crops:
         raise AnomalyError(f"no frame of {video.name} between {first} and {last} could be decoded")

@@ -21,6 +21,11 @@ def _import_onnxruntime():
     return ort
 
 
+# Idle workers sleep instead of spinning: a scan shares its cores with the video decoder, and
+# spinning cost it a tenth of its frames/s on 2 cores (docs/benchmarks.md).
+SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
+
+
 def default_threads() -> int:
     return int(os.environ.get("INSPECTOR_THREADS", 0)) or (os.cpu_count() or 1)
 
@@ -42,6 +47,8 @@ class Backbone:
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        for key, value in SESSION_CONFIG.items():
+            options.add_session_config_entry(key, value)
         wanted = ["CPUExecutionProvider"]
         if use_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
             wanted.insert(0, "CUDAExecutionProvider")

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from inspector.errors import FaultLibraryError
+from inspector.regions import shrink
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,4 @@ def crop_box(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
     if x1 - x0 < 2 or y1 - y0 < 2:
         raise ValueError(f"box {box} lies outside the {width}x{height} picture")
-    patch = image[y0:y1, x0:x1]
-    interpolation = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.cvtColor(cv2.resize(patch, (size, size), interpolation=interpolation), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(shrink(image[y0:y1, x0:x1], size), cv2.COLOR_BGR2RGB)

@@ -23,6 +23,7 @@ import numpy as np
 from inspector.adapt import AdaptationError, ClassSpec, adapt, embed_support
 from inspector.backbone import Backbone
 from inspector.errors import InspectorError
+from inspector.regions import shrink
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -153,8 +154,7 @@ def load_crop(path: Path, size: int) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise DatasetError(f"image {path} cannot be read")
-    interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.cvtColor(cv2.resize(image, (size, size), interpolation=interpolation), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(shrink(image, size), cv2.COLOR_BGR2RGB)
 
 
 def embed_items(backbone: Backbone, items: list[Item], tta: bool = False, batch: int = 64) -> np.ndarray:

@@ -24,6 +24,7 @@ import numpy as np
 
 from inspector.assets import assets_dir
 from inspector.errors import ProfileError
+from inspector.video import PlanarFrame
 
 if TYPE_CHECKING:
     from inspector.store import Store
@@ -80,16 +81,46 @@ class RegionProfile:
         return specs
 
 
+def shrink(image: np.ndarray, size: int, dst: np.ndarray | None = None) -> np.ndarray:
+    """Resize to ``size`` x ``size``: box-average by the whole factor first (OpenCV's fast path for
+    integer ratios, anti-aliased), then bilinear for the rest. About 3x cheaper than INTER_AREA at
+    the scan's fractional ratios, which was a quarter of an every-frame scan's time."""
+    factor = min(image.shape[0], image.shape[1]) // size
+    if factor >= 2:
+        image = cv2.resize(image, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (size, size), dst=dst, interpolation=cv2.INTER_LINEAR)
+
+
 def crop_frame(image_bgr: np.ndarray, specs: list[CropSpec], size: int) -> np.ndarray:
     """Cut every crop out of a BGR frame and resize it: N x size x size x 3, RGB uint8."""
     height, width = image_bgr.shape[:2]
     crops = np.empty((len(specs), size, size, 3), np.uint8)
     for i, spec in enumerate(specs):
         x0, y0, x1, y1 = spec.pixel_box(width, height)
-        patch = image_bgr[y0:y1, x0:x1]
-        interpolation = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
-        cv2.cvtColor(cv2.resize(patch, (size, size), interpolation=interpolation),
-                     cv2.COLOR_BGR2RGB, dst=crops[i])
+        cv2.cvtColor(shrink(image_bgr[y0:y1, x0:x1], size), cv2.COLOR_BGR2RGB, dst=crops[i])
+    return crops
+
+
+def crop_planes(frame: PlanarFrame, specs: list[CropSpec], size: int) -> np.ndarray:
+    """``crop_frame`` for a frame still in the decoder's YUV 4:2:0 planes: each crop is cut and
+    resized plane by plane and only then converted to RGB, so the whole frame is never converted
+    (BT.601 limited range, as OpenCV's own conversion of a decoded frame; a crop differs from
+    ``crop_frame``'s by about one grey level). ``size`` must be even."""
+    if size % 2:
+        raise ValueError(f"crop size {size} must be even for 4:2:0 planes")
+    height, width = frame.y.shape
+    crops = np.empty((len(specs), size, size, 3), np.uint8)
+    i420 = np.empty((size * 3 // 2, size), np.uint8)  # Y, then U and V at half size, as OpenCV wants
+    half = size // 2
+    u_out, v_out = (i420[size:size + size // 4].reshape(half, half),
+                    i420[size + size // 4:].reshape(half, half))
+    for i, spec in enumerate(specs):
+        x0, y0, x1, y1 = (v & ~1 for v in spec.pixel_box(width, height))  # even: chroma is 2 x 2
+        x1, y1 = max(x1, x0 + 2), max(y1, y0 + 2)
+        shrink(frame.y[y0:y1, x0:x1], size, dst=i420[:size])
+        u_out[:] = shrink(frame.u[y0 // 2:y1 // 2, x0 // 2:x1 // 2], half)
+        v_out[:] = shrink(frame.v[y0 // 2:y1 // 2, x0 // 2:x1 // 2], half)
+        cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420, dst=crops[i])
     return crops
 
 

@@ -22,7 +22,7 @@ from inspector.decide import decide, decide_crops
 from inspector.errors import BundleError, InspectorError, ProfileError, StoreError
 from inspector.findings import group_findings
 from inspector.heads import Head
-from inspector.regions import CropSpec, RegionProfile, crop_frame, parse_profile, profile_for
+from inspector.regions import CropSpec, RegionProfile, crop_planes, parse_profile, profile_for
 from inspector.status import ScanState
 from inspector.store import DetectionRow, ScanRecord, Store
 from inspector.video import VideoInfo, VideoReader, step_for_rate
@@ -222,8 +222,8 @@ class Scanner:
                 cancel: threading.Event, failure: list[BaseException]) -> None:
         size = self.backbone.bundle.input_size
         try:
-            for frame in reader.frames(start=start, step=step):
-                crops = crop_frame(frame.image, specs, size)
+            for frame in reader.planes(start=start, step=step):
+                crops = crop_planes(frame, specs, size)
                 while not cancel.is_set():
                     try:
                         out.put((frame.index, crops), timeout=0.1)

@@ -1,8 +1,11 @@
 """Open, validate and read recorded videos.
 
-OpenCV's FFmpeg backend reads H.264/HEVC/MPEG-4. A frame that fails to decode is counted and
-skipped; only a long run of failures (the file stops decoding) ends the read early, and the
-caller learns how far it got through ``VideoReader.decode_errors`` and ``stopped_early``.
+Two ways to read, both on FFmpeg: OpenCV's backend gives whole BGR frames with exact seeks (the
+player, thumbnails, labelling); PyAV gives the decoder's own YUV planes for the scan, which crops
+before converting colour (converting a whole 1080p frame to BGR cost more than decoding it).
+A frame that fails to decode is counted and skipped; only a long run of failures (the file stops
+decoding) ends the read early, and the caller learns how far it got through
+``VideoReader.decode_errors`` and ``stopped_early``.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
@@ -50,6 +54,23 @@ class Frame:
     index: int
     timestamp: float
     image: np.ndarray  # BGR uint8, H x W x 3
+
+
+@dataclass(frozen=True)
+class PlanarFrame:
+    """A decoded frame as YUV 4:2:0 planes (limited range): Y is H x W, U and V are half size."""
+
+    index: int
+    timestamp: float
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+
+def _plane(plane: av.video.plane.VideoPlane) -> np.ndarray:
+    """A plane of a PyAV frame as a uint8 view (no copy; rows are padded to ``line_size``)."""
+    rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    return rows[:, :plane.width]
 
 
 def _fourcc_text(code: float) -> str:
@@ -169,6 +190,67 @@ class VideoReader:
                                 index - failures + 1, self.info.frame_count)
                     return
             index += 1
+
+    def planes(self, start: int = 0, step: int = 1, stop: int | None = None) -> Iterator[PlanarFrame]:
+        """``frames`` for the scan: the same frames, indices and error accounting, as YUV planes.
+
+        Indices come from presentation timestamps, so where the container keeps them (MP4, MKV) a
+        frame lost to damage leaves a gap (counted in ``decode_errors``) instead of shifting every
+        later index away from what ``read_frame`` shows. Frames in another pixel format or in full range (MJPEG) are converted to limited-range
+        4:2:0 by FFmpeg first."""
+        if step < 1:
+            raise ValueError("step must be >= 1")
+        stop = self.info.frame_count if stop is None else min(stop, self.info.frame_count)
+        if start >= stop:
+            return
+        try:
+            container = av.open(str(self.info.path))
+        except av.FFmpegError as exc:
+            raise VideoError(f"{self.info.path}: not a readable video ({exc}); "
+                             "convert it to H.264 MP4, e.g. with ffmpeg") from None
+        with container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"  # frame and slice threads on every core
+            base = stream.start_time or 0
+            seconds_per_tick = float(stream.time_base) if stream.time_base else 1 / self.info.fps
+            if start:
+                container.seek(base + int(start / self.info.fps / seconds_per_tick), stream=stream, backward=True)
+            expected = start  # the next index a whole file would give
+            failures = 0
+            counted = start - 1  # fallback when a frame carries no timestamp
+            for packet in container.demux(stream):
+                try:
+                    decoded = packet.decode()
+                except av.FFmpegError:
+                    failures += 1
+                    if failures >= MAX_CONSECUTIVE_FAILURES:
+                        break
+                    continue
+                for frame in decoded:
+                    counted += 1
+                    index = (counted if frame.pts is None
+                             else round((frame.pts - base) * seconds_per_tick * self.info.fps))
+                    counted = index
+                    if index < expected:
+                        continue  # before the seek target, or a repeated timestamp
+                    if index >= stop:
+                        return
+                    self.decode_errors += index - expected
+                    failures = 0
+                    expected = index + 1
+                    if (index - start) % step:
+                        continue
+                    full_range = frame.color_range == 2 or frame.format.name.startswith("yuvj")  # JPEG range
+                    if full_range or frame.format.name != "yuv420p":
+                        frame = frame.reformat(format="yuv420p", src_color_range="JPEG" if full_range else "MPEG",
+                                               dst_color_range="MPEG")
+                    y, u, v = (_plane(p) for p in frame.planes)
+                    yield PlanarFrame(index, self.info.timestamp(index), y, u, v)
+            missing = stop - expected  # counted as errors, as ``frames`` counts the reads that fail
+            self.decode_errors += missing
+            if missing >= MAX_CONSECUTIVE_FAILURES:
+                self.stopped_early = True
+                log.warning("%s stops decoding at frame %d of %d", self.info.path, expected, self.info.frame_count)
 
 
 def step_for_rate(info: VideoInfo, target_fps: float) -> int:

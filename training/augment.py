@@ -1,10 +1,13 @@
 """Albumentations pipelines for training crops and the plain pipeline for evaluation."""
 from __future__ import annotations
 
+from functools import partial
+
 import albumentations as A
 import cv2
 import numpy as np
 
+from inspector.regions import shrink
 from training.backbone import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -33,9 +36,13 @@ def train_pipeline(size: int) -> A.Compose:
     ])
 
 
+def _shrink(image: np.ndarray, size: int, **_: object) -> np.ndarray:
+    return shrink(image, size)
+
+
 def eval_pipeline(size: int) -> A.Compose:
     """Resize straight to the input size: the runtime's crops are resized the same way."""
     return A.Compose([
-        A.Resize(size, size, interpolation=cv2.INTER_AREA),
+        A.Lambda(image=partial(_shrink, size=size)),
         A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
     ])

@@ -67,3 +67,18 @@ def test_a_video_gets_the_profile_drawn_for_its_frame_size():
 def test_frame_size_must_be_two_positive_whole_numbers():
     with pytest.raises(ProfileError, match="frame_size must be"):
         parse_profile('frame_size = [960]\n[[regions]]\nname = "a"\nbox = [0, 0, 1, 1]\n')
+
+
+def test_shrink_is_close_to_an_area_average_and_also_enlarges():
+    import cv2
+
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (410, 768), np.uint8), (0, 0), 3)  # a fractional 3.2x
+    from inspector.regions import shrink
+
+    area = cv2.resize(image, (128, 128), interpolation=cv2.INTER_AREA).astype(np.int16)
+    assert shrink(image, 128).shape == (128, 128)
+    assert np.abs(shrink(image, 128) - area).mean() < 2
+    nearest = cv2.resize(image, (128, 128), interpolation=cv2.INTER_NEAREST).astype(np.int16)
+    assert np.abs(nearest - area).mean() > 2 * np.abs(shrink(image, 128) - area).mean()  # anti-aliased
+    assert shrink(image[:40, :50], 128).shape == (128, 128)

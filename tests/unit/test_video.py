@@ -99,3 +99,52 @@ def test_garbage_in_the_middle_is_skipped_not_fatal(tmp_path):
         assert not reader.stopped_early
     assert 50 < len(indices) < 120
     assert indices[-1] > 100  # reading went on past the damage
+
+
+def _index_in_planes(frame) -> int:
+    """``frame_index_of`` on a planar frame: its Y plane back to full-range grey."""
+    return frame_index_of((frame.y.astype(np.float32) - 16) * 255 / 219)
+
+
+@pytest.mark.parametrize("fourcc", ["mp4v", "MJPG"])  # 4:2:0 limited range, and JPEG full range converted
+def test_planes_give_the_frames_read_frame_gives(tmp_path, fourcc):
+    """The scan's planar read and the player's BGR read agree on which frame is which, from the
+    start and after a seek (resuming a scan), and on what a crop looks like."""
+    from inspector.regions import CropSpec, crop_frame, crop_planes
+
+    video = make_video(tmp_path / f"v.{'avi' if fourcc == 'MJPG' else 'mp4'}", 60, set(range(20, 30)),
+                       fourcc=fourcc)
+    specs = [CropSpec("track", "track", (0.3, 0.45, 0.7, 1.0)), CropSpec("all", "all", (0.0, 0.0, 1.0, 1.0))]
+    with VideoReader(video) as reader:
+        for start, step in [(0, 1), (37, 3)]:
+            frames = list(reader.planes(start=start, step=step))
+            assert [f.index for f in frames] == list(range(start, 60, step))
+            assert [_index_in_planes(f) for f in frames] == list(range(start, 60, step))
+        assert reader.decode_errors == 0 and not reader.stopped_early
+        for frame in frames[:3]:
+            expected = crop_frame(reader.read_frame(frame.index).image, specs, 32).astype(np.int16)
+            assert np.abs(crop_planes(frame, specs, 32) - expected).mean() < 3
+
+
+def test_planes_of_a_truncated_file_stop_early_and_say_so(tmp_path):
+    full = make_video(tmp_path / "full.avi", 200, fourcc="MJPG")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.4)])
+    with VideoReader(cut) as reader:
+        indices = [f.index for f in reader.planes()]
+        assert 0 < len(indices) < 200 and indices == list(range(len(indices)))
+        assert reader.stopped_early and reader.decode_errors == 200 - len(indices)
+
+
+def test_planes_skip_a_damaged_frame_and_go_on(tmp_path):
+    """A frame lost to damage is counted as an error and reading goes on (as ``frames``)."""
+    full = make_video(tmp_path / "full.avi", 120, fourcc="MJPG")
+    data = bytearray(full.read_bytes())
+    start = len(data) // 2
+    data[start:start + 2000] = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(bytes(data))
+    with VideoReader(damaged) as reader:
+        frames = list(reader.planes())
+        assert reader.decode_errors > 0 and not reader.stopped_early
+    assert frames[-1].index > 100 and len(frames) + reader.decode_errors == 120
