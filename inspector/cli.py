@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import TextIO
 
 from inspector import __version__
 from inspector.errors import InspectorError
@@ -173,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fewshot = sub.add_parser(
         "evaluate-fewshot", help="N-way K-shot accuracy of a bundle on a dataset (the app's own code path)",
-        description="Mean accuracy with a 95%% confidence interval over N-way K-shot episodes of a folder-per-class "
+        description="Mean accuracy with a 95 % confidence interval over N-way K-shot episodes of a folder-per-class "
                     "dataset, through the app's ONNX embedding and adaptation. With a manifest.csv the held-out "
                     "part can be chosen by group (--holdout-groups) or by class (--holdout-classes).")
     fewshot.add_argument("dataset", type=Path, metavar="DATASET")
@@ -191,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     fewshot.add_argument("--classes", metavar="A,B,...", help="use only these classes")
     fewshot.add_argument("--tta", action="store_true",
                          help="test-time augmentation of the support images (as 'faults add --tta')")
-    fewshot.add_argument("--json", action="store_true", help="end with one JSON line (accuracy and ci95 in %%)")
+    fewshot.add_argument("--json", action="store_true",
+                         help="print the result as one JSON line (accuracy and ci95 in %%); the summary goes to stderr")
 
     anomaly = sub.add_parser("anomaly", help="anomaly mode: flag what differs from a region's normal look, "
                              "with no fault examples at all")
@@ -221,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser(
         "evaluate-anomaly", help="AUROC of anomaly mode when K normal images are the only training data",
-        description="Image-level AUROC (mean and 95%% CI over episodes) of the bundle's anomaly mode on a "
+        description="Image-level AUROC (mean and 95 % CI over episodes) of the bundle's anomaly mode on a "
                     "folder-per-class dataset: each episode fits a bank on K normal images (distinct groups) and "
                     "scores normal images of other groups against anomalous ones (every other class).")
     evaluate.add_argument("dataset", type=Path, metavar="DATASET")
@@ -232,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--group-column", default="group", help="manifest column that groups images")
     evaluate.add_argument("--classes", metavar="A,B,...", help="use only these classes (the normal one among them)")
     evaluate.add_argument("--bundle", type=Path, metavar="DIR")
-    evaluate.add_argument("--json", action="store_true", help="end with one JSON line (auroc and ci95 in %%)")
+    evaluate.add_argument("--json", action="store_true",
+                          help="print the result as one JSON line (auroc and ci95 in %%); the summary goes to stderr")
 
     findings = sub.add_parser("findings", help="list a project's findings (for scripts: --json)")
     findings.add_argument("--project", type=Path, required=True, metavar="DIR")
@@ -703,6 +706,11 @@ def _list_faults(store, bundle) -> int:
     return EXIT_OK
 
 
+def _summary_stream(args: argparse.Namespace) -> TextIO:
+    """Where a command's one-line summary goes: stdout, or stderr when stdout carries ``--json``."""
+    return sys.stderr if args.json else sys.stdout
+
+
 def cmd_evaluate_fewshot(args: argparse.Namespace) -> int:
     from inspector.adapt import adaptation_for
     from inspector.backbone import Backbone
@@ -729,7 +737,7 @@ def cmd_evaluate_fewshot(args: argparse.Namespace) -> int:
         bar.finish()
     print(f"{args.way}-way {args.shot}-shot, {args.queries} queries, {args.episodes} episodes on {len(items)} images "
           f"of {len(set(labels))} classes ({time.monotonic() - started:.1f} s): "
-          f"accuracy {result.accuracy:.2f} % +- {result.ci95:.2f} % (95 % CI)")
+          f"accuracy {result.accuracy:.2f} % +- {result.ci95:.2f} % (95 % CI)", file=_summary_stream(args))
     if args.json:
         print(json.dumps({**result.as_json(), "bundle": bundle.name, "images": len(items), "tta": args.tta}))
     return EXIT_OK
@@ -817,7 +825,8 @@ def cmd_evaluate_anomaly(args: argparse.Namespace) -> int:
     except AnomalyFitError as exc:
         raise InspectorError(f"dataset {args.dataset}: {exc}") from None
     print(f"{args.shot} normal image(s), {args.episodes} episodes on {len(items)} images ({int(normal.sum())} normal, "
-          f"{time.monotonic() - started:.1f} s): image AUROC {result.auroc:.2f} % +- {result.ci95:.2f} % (95 % CI)")
+          f"{time.monotonic() - started:.1f} s): image AUROC {result.auroc:.2f} % +- {result.ci95:.2f} % (95 % CI)",
+          file=_summary_stream(args))
     if args.json:
         print(json.dumps({**result.as_json(), "bundle": bundle.name, "normal_class": args.normal_class,
                           "images": len(items)}))

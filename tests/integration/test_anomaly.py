@@ -158,8 +158,9 @@ def test_evaluate_anomaly_reports_auroc_through_the_app_path(tmp_path, capsys):
         csv.writer(handle).writerows([("file", "class", "group"), *rows])
     assert main(["evaluate-anomaly", str(tmp_path / "set"), "--normal-class", "good", "--shot", "3",
                  "--episodes", "5", "--json"]) == EXIT_OK
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["shot"] == 3 and result["episodes"] == 5 and result["auroc"] > 90
+    out, err = capsys.readouterr()
+    result = json.loads(out)  # stdout is the JSON alone; the summary line went to stderr
+    assert "image AUROC" in err and result["shot"] == 3 and result["episodes"] == 5 and result["auroc"] > 90
     assert main(["evaluate-anomaly", str(tmp_path / "set"), "--normal-class", "fine", "--shot", "3"]) == EXIT_FAILED
     assert "no class 'fine'" in capsys.readouterr().err
 

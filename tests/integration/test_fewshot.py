@@ -34,7 +34,8 @@ def test_json_result_on_a_folder_per_class_dataset(tmp_path, capsys, tiny_bundle
     code, out, err = run(capsys, "evaluate-fewshot", data, "--way", 3, "--shot", 1, "--queries", 2,
                          "--episodes", 40, "--bundle", tiny_bundle, "--json")
     assert code == EXIT_OK, err
-    result = json.loads(out.strip().splitlines()[-1])
+    result = json.loads(out)  # stdout is the JSON alone; the summary line went to stderr
+    assert "3-way 1-shot" in err
     assert {"accuracy", "ci95", "way", "shot", "episodes"} <= set(result)
     assert (result["way"], result["shot"], result["episodes"]) == (3, 1, 40)
     assert result["accuracy"] > 90 and 0 <= result["ci95"] < 10  # colours are easy for a mean-colour backbone
