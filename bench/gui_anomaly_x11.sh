@@ -6,30 +6,24 @@
 set -e
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
+. bench/x11.sh
 OUT=${OUT:-/tmp/inspector-x11-anomaly}
 rm -rf "$OUT" && mkdir -p "$OUT"
 cp assets/demo/demo.mp4 "$OUT/"
-export DISPLAY=:79
-Xvfb :79 -screen 0 1440x900x24 >/dev/null 2>&1 &
-XVFB=$!
-sleep 2
-HOME="$OUT" inspector gui "$OUT/demo.mp4" >"$OUT/gui.log" 2>&1 &
-APP=$!
-sleep 12
-WIN=$(xdotool search --onlyvisible --name "inspector" | tail -1)
-xdotool windowfocus --sync "$WIN"; sleep 0.5
+x11_start 79
+app_start "$OUT/gui.log" "$OUT/demo.mp4"
 for _ in 1 2 3 4 5 6 7 8 9; do xdotool key shift+Right; sleep 0.2; done
 xdotool key Tab; sleep 0.3   # the next region: a catenary tile
 xdotool key ctrl+l; sleep 1.5
-import -window root "$OUT/ctrl_l_dialog.png"
+shot ctrl_l_dialog
 xdotool key ctrl+a; xdotool type 75; xdotool key Return; sleep 8
-import -window root "$OUT/after_fit.png"
+shot after_fit
 xdotool windowfocus --sync "$WIN"; sleep 0.5
 xdotool key ctrl+r; sleep 3
-import -window root "$OUT/scanning.png"
+shot scanning
 sleep 40   # the background scan of the demo
 xdotool key r; sleep 2
-import -window root "$OUT/review_anomaly.png"
-kill $APP; sleep 1; kill $XVFB
+shot review_anomaly
+app_stop; x11_stop
 grep -i -E "error|traceback" "$OUT/gui.log" || echo "no errors in the app's log"
 echo "screenshots in $OUT"

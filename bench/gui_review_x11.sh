@@ -8,6 +8,7 @@
 set -e
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
+. bench/x11.sh
 OUT=${OUT:-/tmp/inspector-x11-review}
 rm -rf "$OUT" && mkdir -p "$OUT/pair"
 cp assets/demo/demo.mp4 assets/demo/demo2.mp4 "$OUT/pair/"
@@ -17,29 +18,20 @@ for run in demo demo2; do
   inspector positions import "$OUT/pair/$run.mp4" "assets/demo/${run}_positions.csv" --project "$P" >/dev/null
 done
 inspector positions reference demo.mp4 --project "$P" >/dev/null
-export DISPLAY=:78
-Xvfb :78 -screen 0 1440x900x24 >/dev/null 2>&1 &
-XVFB=$!
-sleep 2
-HOME="$OUT" inspector gui "$OUT/pair/demo2.mp4" >"$OUT/gui.log" 2>&1 &
-APP=$!
-sleep 12
-WIN=$(xdotool search --onlyvisible --name "inspector" | tail -1)
-xdotool windowfocus --sync "$WIN"; sleep 0.5
+x11_start 78
+app_start "$OUT/gui.log" "$OUT/pair/demo2.mp4"
 xdotool key r; sleep 1.5
-import -window root "$OUT/review_first.png"
+shot review_first
 for _ in 1 2 3 4 5; do xdotool key x; sleep 1; done
 sleep 6  # the background refit and reclassification
-import -window root "$OUT/after_five_reviews.png"
+shot after_five_reviews
 xdotool key F5; sleep 6
-import -window root "$OUT/after_f5.png"
-kill $APP; sleep 1
+shot after_f5
+app_stop
 printf 'not a video' > "$OUT/bad.mp4"
-HOME="$OUT" inspector gui "$OUT/bad.mp4" >"$OUT/gui_bad.log" 2>&1 &
-APP=$!
-sleep 10
-import -window root "$OUT/bad_file.png"
-kill $APP; sleep 1; kill $XVFB
+app_start "$OUT/gui_bad.log" "$OUT/bad.mp4"
+shot bad_file
+app_stop; x11_stop
 python - "$P" <<'PY'
 import sys
 from inspector.store import Store

@@ -60,6 +60,20 @@ class ProgressBar:
             self.stream.flush()
 
 
+def _evaluation_arguments(parser: argparse.ArgumentParser, episodes: int, result: str, classes: str) -> None:
+    """What both dataset evaluations (few-shot, anomaly) take: the dataset, shots, episodes, seed,
+    the data subset, the bundle and JSON output."""
+    parser.add_argument("dataset", type=Path, metavar="DATASET")
+    parser.add_argument("--shot", type=_positive_int, required=True, metavar="K")
+    parser.add_argument("--episodes", type=_positive_int, default=episodes, metavar="E", help=f"(default {episodes})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--group-column", default="group", help="manifest column that groups images")
+    parser.add_argument("--classes", metavar="A,B,...", help=classes)
+    parser.add_argument("--bundle", type=Path, metavar="DIR")
+    parser.add_argument("--json", action="store_true",
+                        help=f"print the result as one JSON line ({result} and ci95 in %%); the summary goes to stderr")
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -177,23 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Mean accuracy with a 95 % confidence interval over N-way K-shot episodes of a folder-per-class "
                     "dataset, through the app's ONNX embedding and adaptation. With a manifest.csv the held-out "
                     "part can be chosen by group (--holdout-groups) or by class (--holdout-classes).")
-    fewshot.add_argument("dataset", type=Path, metavar="DATASET")
+    _evaluation_arguments(fewshot, episodes=600, result="accuracy", classes="use only these classes")
     fewshot.add_argument("--way", type=_positive_int, required=True, metavar="N")
-    fewshot.add_argument("--shot", type=_positive_int, required=True, metavar="K")
     fewshot.add_argument("--queries", type=_positive_int, default=15, metavar="Q", help="per class (default 15)")
-    fewshot.add_argument("--episodes", type=_positive_int, default=600, metavar="E", help="(default 600)")
-    fewshot.add_argument("--bundle", type=Path, metavar="DIR")
-    fewshot.add_argument("--seed", type=int, default=0)
     fewshot.add_argument("--holdout-groups", type=float, metavar="F",
                          help="evaluate on the held-out groups only (the fraction training held out, e.g. 0.3)")
     fewshot.add_argument("--holdout-classes", type=float, metavar="F", help="evaluate on held-out classes only")
     fewshot.add_argument("--split-seed", type=int, default=0, help="seed of the group/class split (default 0)")
-    fewshot.add_argument("--group-column", default="group", help="manifest column that groups images")
-    fewshot.add_argument("--classes", metavar="A,B,...", help="use only these classes")
     fewshot.add_argument("--tta", action="store_true",
                          help="test-time augmentation of the support images (as 'faults add --tta')")
-    fewshot.add_argument("--json", action="store_true",
-                         help="print the result as one JSON line (accuracy and ci95 in %%); the summary goes to stderr")
 
     anomaly = sub.add_parser("anomaly", help="anomaly mode: flag what differs from a region's normal look, "
                              "with no fault examples at all")
@@ -226,16 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Image-level AUROC (mean and 95 % CI over episodes) of the bundle's anomaly mode on a "
                     "folder-per-class dataset: each episode fits a bank on K normal images (distinct groups) and "
                     "scores normal images of other groups against anomalous ones (every other class).")
-    evaluate.add_argument("dataset", type=Path, metavar="DATASET")
+    _evaluation_arguments(evaluate, episodes=50, result="auroc",
+                          classes="use only these classes (the normal one among them)")
     evaluate.add_argument("--normal-class", required=True, metavar="NAME")
-    evaluate.add_argument("--shot", type=_positive_int, required=True, metavar="K")
-    evaluate.add_argument("--episodes", type=_positive_int, default=50, metavar="E", help="(default 50)")
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--group-column", default="group", help="manifest column that groups images")
-    evaluate.add_argument("--classes", metavar="A,B,...", help="use only these classes (the normal one among them)")
-    evaluate.add_argument("--bundle", type=Path, metavar="DIR")
-    evaluate.add_argument("--json", action="store_true",
-                          help="print the result as one JSON line (auroc and ci95 in %%); the summary goes to stderr")
 
     findings = sub.add_parser("findings", help="list a project's findings (for scripts: --json)")
     findings.add_argument("--project", type=Path, required=True, metavar="DIR")
