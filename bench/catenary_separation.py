@@ -30,10 +30,11 @@ from inspector.examples import read_examples  # noqa: E402
 from inspector.regions import crop_frame, load_profile  # noqa: E402
 from inspector.video import VideoReader  # noqa: E402
 from training.demo_truth import load_truth  # noqa: E402
-from training.distill import TEACHER_SIZE, load_teacher, normalise, teacher_features  # noqa: E402
+from training.distill import load_teacher, normalise, teacher_features  # noqa: E402
 from training.evaluate import load_model  # noqa: E402
 
 DEMO = ROOT / "assets" / "demo"
+TEACHER_SIZE = 224  # the teacher's own ImageNet resolution
 LABELLED_UNTIL = 150  # the five examples lie before this frame (as in tests/integration/test_demo.py)
 
 

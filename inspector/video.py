@@ -73,6 +73,19 @@ def _plane(plane: av.video.plane.VideoPlane) -> np.ndarray:
     return rows[:, :plane.width]
 
 
+def _packets(container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.Packet]:
+    """The stream's packets up to the end, or up to where the file cannot be read any further."""
+    packets = container.demux(stream)
+    while True:
+        try:
+            yield next(packets)
+        except StopIteration:
+            return
+        except av.FFmpegError as exc:
+            log.warning("%s: reading stops: %s", container.name, exc)
+            return
+
+
 def _fourcc_text(code: float) -> str:
     value = int(code)
     text = "".join(chr((value >> (8 * i)) & 0xFF) for i in range(4))
@@ -196,8 +209,8 @@ class VideoReader:
 
         Indices come from presentation timestamps, so where the container keeps them (MP4, MKV) a
         frame lost to damage leaves a gap (counted in ``decode_errors``) instead of shifting every
-        later index away from what ``read_frame`` shows. Frames in another pixel format or in full range (MJPEG) are converted to limited-range
-        4:2:0 by FFmpeg first."""
+        later index away from what ``read_frame`` shows. Frames in another pixel format or in full
+        range (MJPEG) are converted to limited-range 4:2:0 by FFmpeg first."""
         if step < 1:
             raise ValueError("step must be >= 1")
         stop = self.info.frame_count if stop is None else min(stop, self.info.frame_count)
@@ -218,7 +231,7 @@ class VideoReader:
             expected = start  # the next index a whole file would give
             failures = 0
             counted = start - 1  # fallback when a frame carries no timestamp
-            for packet in container.demux(stream):
+            for packet in _packets(container, stream):
                 try:
                     decoded = packet.decode()
                 except av.FFmpegError:

@@ -136,3 +136,38 @@ def test_planes_of_a_truncated_file_stop_early_and_say_so(tmp_path):
         indices = [f.index for f in reader.planes()]
         assert 0 < len(indices) < 200 and indices == list(range(len(indices)))
         assert reader.stopped_early and reader.decode_errors == 200 - len(indices)
+
+
+def test_planes_end_cleanly_where_the_file_cannot_be_read_further(tmp_path, monkeypatch):
+    """An I/O error in the middle of the file (e.g. storage gone): the frames before it, the rest
+    counted, the read reported as stopped early; nothing raises into the scan."""
+    import av
+
+    import inspector.video
+
+    class FailingAfter:
+        def __init__(self, container, packets: int) -> None:
+            self._container, self._packets = container, packets
+
+        def __getattr__(self, name):
+            return getattr(self._container, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self._container.close()
+
+        def demux(self, stream):
+            for number, packet in enumerate(self._container.demux(stream)):
+                if number == self._packets:
+                    raise av.error.OSError(5, "Input/output error")
+                yield packet
+
+    video = make_video(tmp_path / "v.mp4", 120)
+    real_open = av.open
+    monkeypatch.setattr(inspector.video.av, "open", lambda path: FailingAfter(real_open(path), 40))
+    with VideoReader(video) as reader:
+        indices = [f.index for f in reader.planes()]
+        assert 30 < len(indices) <= 40 and indices == list(range(len(indices)))
+        assert reader.stopped_early and reader.decode_errors == 120 - len(indices)
