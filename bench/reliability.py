@@ -80,11 +80,14 @@ def main() -> int:
         print(f"{name}: {len(items)} images, bundle {bundle.name} ({bundle_dir})", flush=True)
     everything = tuple(np.concatenate(parts) for parts in zip(*pooled.values()))
     table = {name: diagram(*values) for name, values in {**pooled, "all": everything}.items()}
-    worst = max(abs(r["score"] - r["right"]) for r in table["all"] if r["crops"] >= args.min_crops)
+    gaps = {name: max((abs(r["score"] - r["right"]) for r in rows if r["crops"] >= args.min_crops), default=0.0)
+            for name, rows in table.items()}
+    worst = gaps["all"]
     print("\n| bin | crops | mean score | share right |\n|---|---:|---:|---:|")
     for row in table["all"]:
         print(f"| {row['bin']} | {row['crops']} | {row['score']:.3f} | {row['right']:.3f} |")
-    print(f"\nlargest gap in a bin of >= {args.min_crops} crops: {worst:.3f}")
+    print(f"\nlargest gap in a bin of >= {args.min_crops} crops: {worst:.3f} (" +
+          ", ".join(f"{name} {gap:.3f}" for name, gap in gaps.items() if name != "all") + ")")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,6 +110,7 @@ def main() -> int:
     results = ROOT / "bench" / "results" / "reliability.json"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps({"sets": args.set, "episodes": args.episodes, "worst_gap": round(worst, 3),
+                                   "worst_gap_per_set": {k: round(v, 3) for k, v in gaps.items()},
                                    "bins": table}, indent=1) + "\n")
     print(f"wrote {args.out} and {results}")
     return 0
