@@ -9,10 +9,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from inspector.anomaly import ANOMALY, AnomalyModel, flag_anomalies
 from inspector.backbone import Backbone
 from inspector.heads import Head, Prediction
+
+
+# The products of one batch are small; OpenBLAS's own threads would then spin between them on the
+# cores the video decoder needs (an anomaly model cost the scan 0.28 of its frames/s, with one
+# BLAS thread 0.10: docs/benchmarks.md).
+_BLAS = ThreadpoolController()
 
 
 def decide(head: Head, embeddings: np.ndarray, regions: Sequence[str]) -> Prediction:
@@ -58,6 +65,7 @@ def decide_crops(backbone: Backbone, head: Head, crops: np.ndarray, regions: Seq
         embeddings, patches = backbone.embed_patches(crops, batch_size=batch_size)
     else:
         embeddings = backbone.embed(crops, batch_size=batch_size)
-    prediction = decide(head, embeddings, regions)
-    flagged = flag_anomalies(anomaly, patches, regions, prediction.is_fault) if patches is not None else {}
+    with _BLAS.limit(limits=1, user_api="blas"):
+        prediction = decide(head, embeddings, regions)
+        flagged = flag_anomalies(anomaly, patches, regions, prediction.is_fault) if patches is not None else {}
     return Decision(embeddings, prediction, flagged)
