@@ -22,7 +22,7 @@ def _import_onnxruntime():
 
 
 # Idle workers sleep instead of spinning: a scan shares its cores with the video decoder, and
-# spinning cost it a tenth of its frames/s on 2 cores (docs/benchmarks.md).
+# spinning cost it about a sixth of its frames/s on 2 cores (docs/benchmarks.md).
 SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
 
 
