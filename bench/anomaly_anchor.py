@@ -84,7 +84,11 @@ def main() -> int:
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "anomaly_anchor")
     args = parser.parse_args()
-    models = {"shipped": args.bundle, **{k: Path(v) for k, v in (a.split("=", 1) for a in args.also)}}
+    also = {k: Path(v) for k, v in (a.split("=", 1) for a in args.also)}
+    first = "shipped" if args.bundle is None else args.bundle.name  # a candidate is named by its folder
+    if first in also:
+        parser.error(f"--also {first}=... has the name of the bundle measured first; give it another name")
+    models = {first: args.bundle, **also}
     size = load_bundle(args.bundle).input_size
     results: dict[str, dict[str, dict[str, float]]] = {}
     for name in args.sets.split(","):
