@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import inspector.adapt as adapt_module  # noqa: E402
 from inspector.adapt import adaptation_for  # noqa: E402
 from inspector.backbone import Backbone  # noqa: E402
 from inspector.bundle import load_bundle  # noqa: E402
@@ -57,8 +58,13 @@ def main() -> int:
                              "the fraction of groups training held out (default: the whole set)")
     parser.add_argument("--episodes", type=int, default=300)
     parser.add_argument("--min-crops", type=int, default=50, help="bins with fewer crops are drawn, not judged")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.png")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.png",
+                        help="the figure; the numbers go to bench/results/<its stem>.json")
+    parser.add_argument("--prior-weight", type=float, help="override inspector.adapt.PRIOR_WEIGHT (to choose it "
+                        "on sets kept out of the reported table)")
     args = parser.parse_args()
+    if args.prior_weight is not None:
+        adapt_module.PRIOR_WEIGHT = args.prior_weight
     pooled: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for entry in args.set:
         name, rest = entry.split("=", 1)
@@ -107,9 +113,10 @@ def main() -> int:
     figure.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=100)
-    results = ROOT / "bench" / "results" / "reliability.json"
+    results = ROOT / "bench" / "results" / f"{args.out.stem}.json"
     results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps({"sets": args.set, "episodes": args.episodes, "worst_gap": round(worst, 3),
+    results.write_text(json.dumps({"sets": args.set, "episodes": args.episodes, "prior_weight": adapt_module.PRIOR_WEIGHT,
+                                   "worst_gap": round(worst, 3),
                                    "worst_gap_per_set": {k: round(v, 3) for k, v in gaps.items()},
                                    "bins": table}, indent=1) + "\n")
     print(f"wrote {args.out} and {results}")

@@ -8,7 +8,8 @@ every class the project knows (the bundle's base classes from their stored embed
 operator's fault types from theirs), so adding a fault type never drops an old one.
 
 Besides the head it calibrates its scores (temperature scaling per region, fitted on cross-fitted
-logits of the support set: every example scored by a head that never saw it), sets
+logits of the support set: every example scored by a head that never saw it, in units of each
+head's margin on its own examples, see ``self_margin``), sets
 each fault class's alarm threshold for a target false-alarm rate on the normal examples, calibrates
 "none of these" (per-class prototype similarity floors) and estimates quality by leave-one-out
 over the operator's examples.
@@ -33,7 +34,7 @@ CALIBRATION_FOLDS = 5  # cross-fitting folds for the calibration logits
 TARGET_FALSE_ALARMS = 0.01  # default alarm threshold: this share of the support's non-members above it
 MIN_THRESHOLD = 0.5  # a fault is never called on a calibrated probability below this by default
 MIN_CALIBRATION_SHOTS = 3  # a class's examples take part in fitting the temperature from this many on
-PRIOR_WEIGHT = 30  # the bundle's temperature counts as this many examples against the project's own
+PRIOR_WEIGHT = 30  # the bundle's sharpness counts as this many examples against the project's own
 
 
 class AdaptationError(InspectorError):
@@ -162,10 +163,35 @@ def _prototypes(x: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec]
     return prototypes, floors
 
 
-def _cross_fitted_logits(x: np.ndarray, targets: np.ndarray, scope: np.ndarray, num_classes: int,
+def self_margin(logits: np.ndarray, targets: np.ndarray) -> float:
+    """How sure a head is of its own examples: the class-balanced mean, over examples, of the logit
+    of an example's class less the mean of its other in-scope logits (out of scope: -inf).
+
+    The inner loop's logits grow with the support's structure, not with the evidence: on one
+    example a class of two classes they keep growing for all 50 steps, on five of five classes they
+    stop early. Measured in this unit, the temperature that calibrates new crops is nearly the same
+    for 2- and 5-way, 1- and 5-shot tasks of one domain (docs/benchmarks.md, "Calibration"), so a
+    domain's calibration carries over between supports of any size."""
+    finite = np.isfinite(logits)
+    rows = np.arange(len(logits))
+    others = np.where(finite, logits, 0.0).sum(axis=1) - logits[rows, targets]
+    rivals = finite.sum(axis=1) - 1
+    margin = logits[rows, targets] - others / np.maximum(rivals, 1)
+    counts = np.bincount(targets)
+    weight = np.where(rivals > 0, 1.0 / counts[targets], 0.0)
+    return max(float((weight * margin).sum() / max(weight.sum(), 1e-12)), 1e-3)
+
+
+def _scoped_logits(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, scope: np.ndarray, scale: float) -> np.ndarray:
+    return np.where(scope, scale * (x @ weight.T + bias), -np.inf)
+
+
+def _cross_fitted_logits(x: np.ndarray, targets: np.ndarray, scope: np.ndarray, where: np.ndarray, num_classes: int,
                          params: AdaptationParams, steps: int | None, step_size: float | None) -> np.ndarray:
     """N x C logits, each example's from a head fitted without its fold (classes stratified over
-    the folds, a fixed shuffle): what a crop the head never saw looks like to it."""
+    the folds, a fixed shuffle): what a crop the head never saw looks like to it, in units of that
+    head's ``self_margin`` on its examples of the same region (``where``: regions are calibrated
+    apart, so a fault type added on the catenary leaves every track score as it was)."""
     rng = np.random.default_rng(0)
     fold = np.empty(len(x), np.int64)
     for k in range(num_classes):
@@ -177,7 +203,12 @@ def _cross_fitted_logits(x: np.ndarray, targets: np.ndarray, scope: np.ndarray, 
         if not held.any():
             continue
         weight, bias = inner_loop(x[~held], targets[~held], num_classes, params, steps, step_size, scope[~held])
-        logits[held] = np.where(scope[held], params.logit_scale * (x[held] @ weight.T + bias), -np.inf)
+        own = _scoped_logits(x[~held], weight, bias, scope[~held], params.logit_scale)
+        for region in set(where[held].tolist()):
+            seen = where[~held] == region
+            margin = self_margin(own[seen], targets[~held][seen]) if seen.any() else self_margin(own, targets[~held])
+            mine = held & (where == region)
+            logits[mine] = _scoped_logits(x[mine], weight, bias, scope[mine], params.logit_scale) / margin
     return logits
 
 
@@ -220,47 +251,53 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, weight: np.ndarray)
     return float(np.exp(-(low + high) / 2))
 
 
-def calibrate(logits: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec], scope: np.ndarray,
-              example_regions: Sequence[str], prior: float | None = None) -> tuple[dict[str, float], np.ndarray]:
+def calibrate(relative: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec], scope: np.ndarray,
+              example_regions: Sequence[str], margins: dict[str, float],
+              prior: float | None = None) -> tuple[dict[str, float], np.ndarray]:
     """A temperature per region, and each fault class's default alarm threshold: the calibrated
-    score that at most ``TARGET_FALSE_ALARMS`` of the other in-scope examples exceed (never below
-    ``MIN_THRESHOLD``).
+    score that at most ``TARGET_FALSE_ALARMS`` of the other in-scope examples exceed, or one of
+    them when they are too few to show that rate (never below ``MIN_THRESHOLD``).
 
-    Each region's temperature is fitted on the cross-fitted logits (each class weighing the same,
-    as in the inner loop) of the examples cut there whose class keeps ``MIN_CALIBRATION_SHOTS``
-    or more (a class with one example vanishes from its own fold), and shrunk towards the bundle's
+    ``relative`` are cross-fitted logits in units of their heads' margins. Each region's sharpness
+    (1 / the temperature of those units) is fitted on the ones of the examples cut there whose
+    class keeps ``MIN_CALIBRATION_SHOTS`` or more (a class with one example vanishes from its own
+    fold), each class weighing the same as in the inner loop, and shrunk towards the bundle's
     ``prior`` (fitted on few-shot episodes of its base examples) as if the prior were
     ``PRIOR_WEIGHT`` examples: five examples of a new fault type move it a little, hundreds of the
-    bundle's base examples decide it. Regions are calibrated apart, as they are adapted apart."""
+    bundle's base examples decide it. The head's temperature in a region is then its margin there
+    (``margins``) over that sharpness. Regions are calibrated apart, as they are adapted apart."""
     where = np.asarray(example_regions, dtype=object)
     counts = np.bincount(targets, minlength=len(classes))
     usable = counts[targets] >= MIN_CALIBRATION_SHOTS
     weight = 1.0 / (counts[targets] * (scope & (counts > 0)).sum(axis=1))
-    temperatures: dict[str, float] = {}
+    sharpness: dict[str, float] = {}
     for region in sorted(set(where.tolist())):
         mine = (where == region) & usable
         if mine.any():
-            fitted = fit_temperature(logits[mine], targets[mine], weight[mine])
-            temperatures[region] = fitted if prior is None else float(np.exp(
+            fitted = 1.0 / fit_temperature(relative[mine], targets[mine], weight[mine])
+            sharpness[region] = fitted if prior is None else float(np.exp(
                 (mine.sum() * np.log(fitted) + PRIOR_WEIGHT * np.log(prior)) / (mine.sum() + PRIOR_WEIGHT)))
-        else:
-            temperatures[region] = prior if prior is not None else 1.0
-    per_example = np.array([temperatures[r] for r in where.tolist()])
-    probabilities = softmax(logits / per_example[:, None])
+        else:  # no prior either: the margin itself is the unit (a crop as sure as the examples: e : 1)
+            sharpness[region] = prior if prior is not None else 1.0
+    temperatures = {region: margins[region] / value for region, value in sharpness.items()}
+    probabilities = softmax(relative * np.array([sharpness[r] for r in where.tolist()])[:, None])
     thresholds = np.full(len(classes), MIN_THRESHOLD)
     for k, spec in enumerate(classes):
         negatives = scope[:, k] & (targets != k)
         if not spec.normal and negatives.any():
-            thresholds[k] = max(MIN_THRESHOLD, float(np.quantile(probabilities[negatives, k], 1 - TARGET_FALSE_ALARMS)))
+            # n examples cannot show a false-alarm rate below 1 / n: aim at the least they can show
+            rate = max(TARGET_FALSE_ALARMS, 1 / negatives.sum())
+            thresholds[k] = max(MIN_THRESHOLD, float(np.quantile(probabilities[negatives, k], 1 - rate)))
     return temperatures, np.minimum(thresholds, 0.999).astype(np.float32)
 
 
-def episode_temperature(embeddings: np.ndarray, labels: Sequence[str], params: AdaptationParams,
-                        episodes: int = 100, seed: int = 0) -> float:
-    """The temperature that calibrates this inner loop on new few-shot tasks: fitted on the query
-    logits of N-way K-shot episodes (2 and 5 ways, 1 and 5 shots, 5 queries) drawn from labelled
-    embeddings, each episode's head adapted on its support only. Export stores it in the bundle
-    as the prior that small support sets lean on."""
+def episode_sharpness(embeddings: np.ndarray, labels: Sequence[str], params: AdaptationParams,
+                      episodes: int = 100, seed: int = 0) -> float:
+    """The sharpness that calibrates this inner loop on new few-shot tasks: 1 / the temperature
+    fitted on the query logits of N-way K-shot episodes (2 and 5 ways, 1 and 5 shots, 5 queries)
+    drawn from labelled embeddings, each episode's head adapted on its support only and its logits
+    divided by its ``self_margin``. Export stores it in the bundle as the prior that small support
+    sets lean on."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
     by_class = {name: np.flatnonzero(labels == name) for name in np.unique(labels)}
@@ -276,9 +313,11 @@ def episode_temperature(embeddings: np.ndarray, labels: Sequence[str], params: A
         query = np.concatenate([p[shot:] for p in picks])
         centre = embeddings[support].mean(axis=0)
         x = l2_normalise(embeddings[support].astype(np.float64) - centre)
-        weight, bias = inner_loop(x, np.repeat(np.arange(way), shot), way, params)
+        truth = np.repeat(np.arange(way), shot)
+        weight, bias = inner_loop(x, truth, way, params)
+        margin = self_margin(params.logit_scale * (x @ weight.T + bias), truth)
         q = l2_normalise(embeddings[query].astype(np.float64) - centre)
-        logits.append(params.logit_scale * (q @ weight.T + bias))
+        logits.append(params.logit_scale * (q @ weight.T + bias) / margin)
         targets.append(np.repeat(np.arange(way), 5))
     if not logits:
         raise AdaptationError("too few labelled embeddings to draw calibration episodes (5 per class needed)")
@@ -289,7 +328,7 @@ def episode_temperature(embeddings: np.ndarray, labels: Sequence[str], params: A
         padded[row:row + len(block), :block.shape[1]] = block
         row += len(block)
     target = np.concatenate(targets)
-    return fit_temperature(padded, target, np.ones(len(target)))
+    return 1.0 / fit_temperature(padded, target, np.ones(len(target)))
 
 
 _PRIORS: dict[str, float | None] = {}  # bundle digest -> calibration prior from its base examples
@@ -298,15 +337,15 @@ _PRIORS: dict[str, float | None] = {}  # bundle digest -> calibration prior from
 def adaptation_for(bundle: Bundle) -> AdaptationParams:
     """The bundle's adaptation with its calibration prior; bundles exported before the prior
     existed get it from their base examples (once per process)."""
-    if bundle.adaptation.temperature is not None or bundle.base_examples is None:
+    if bundle.adaptation.sharpness is not None or bundle.base_examples is None:
         return bundle.adaptation
     if bundle.digest not in _PRIORS:
         try:
             embeddings, labels = bundle.load_base_examples()
-            _PRIORS[bundle.digest] = episode_temperature(embeddings.astype(np.float32), labels, bundle.adaptation)
+            _PRIORS[bundle.digest] = episode_sharpness(embeddings.astype(np.float32), labels, bundle.adaptation)
         except InspectorError:  # too few base examples per class to draw episodes
             _PRIORS[bundle.digest] = None
-    return replace(bundle.adaptation, temperature=_PRIORS[bundle.digest])
+    return replace(bundle.adaptation, sharpness=_PRIORS[bundle.digest])
 
 
 def _loo_accuracy(x: np.ndarray, targets: np.ndarray, scope: np.ndarray, judged: np.ndarray, num_classes: int,
@@ -351,8 +390,11 @@ def adapt(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[Class
     weight, bias = inner_loop(x, targets, len(classes), params, steps, step_size, scope)
     prototypes, floors = _prototypes(x.astype(np.float32), targets, classes)
     judged = np.ones(len(x), bool) if judged is None else np.asarray(judged, bool)
-    temperatures, alarm = calibrate(_cross_fitted_logits(x, targets, scope, len(classes), params, steps, step_size),
-                                    targets, classes, scope, where, params.temperature)
+    regions = np.asarray(where, dtype=object)
+    own = _scoped_logits(x, weight, bias, scope, params.logit_scale)
+    margins = {region: self_margin(own[regions == region], targets[regions == region]) for region in set(where)}
+    relative = _cross_fitted_logits(x, targets, scope, regions, len(classes), params, steps, step_size)
+    temperatures, alarm = calibrate(relative, targets, classes, scope, where, margins, params.sharpness)
     for k, spec in enumerate(classes):
         if thresholds and spec.name in thresholds:
             alarm[k] = thresholds[spec.name]

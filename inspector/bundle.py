@@ -63,7 +63,10 @@ class AdaptationParams:
     init_weight_scale: float = 0.0
     init_bias: float = 0.0
     algorithm: str = "fixed"
-    temperature: float | None = None  # few-shot calibration prior (episodes on the base examples)
+    # Few-shot calibration prior: how far to trust logits measured in units of the head's own margin
+    # on its examples (``inspector.adapt.episode_sharpness``, on episodes of the base examples). Bundles
+    # exported before it (with a plain ``temperature``) get it from their base examples at load.
+    sharpness: float | None = None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], where: str) -> AdaptationParams:
@@ -73,7 +76,7 @@ class AdaptationParams:
             params = cls(steps, sizes, float(raw["logit_scale"]), float(raw.get("weight_decay", 0.0)),
                          float(raw.get("init_weight_scale", 0.0)), float(raw.get("init_bias", 0.0)),
                          str(raw.get("algorithm", "fixed")),
-                         float(raw["temperature"]) if raw.get("temperature") is not None else None)
+                         float(raw["sharpness"]) if raw.get("sharpness") is not None else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where}: adaptation parameters are incomplete ({exc}); re-export the bundle") from None
         if steps < 1 or len(sizes) not in (1, steps):
@@ -87,14 +90,14 @@ class AdaptationParams:
         return {"algorithm": self.algorithm, "inner_steps": self.inner_steps, "step_sizes": list(self.step_sizes),
                 "logit_scale": self.logit_scale, "weight_decay": self.weight_decay,
                 "init_weight_scale": self.init_weight_scale, "init_bias": self.init_bias,
-                "temperature": self.temperature}
+                "sharpness": self.sharpness}
 
     def describe(self) -> str:
         """One line for ``bundle info``."""
         sizes = ", ".join(f"{v:.3g}" for v in self.step_sizes)
         return (f"{self.algorithm}: {self.inner_steps} steps, step sizes [{sizes}], logit scale "
                 f"{self.logit_scale:.3g}" + (f", weight decay {self.weight_decay:.3g}" if self.weight_decay else "")
-                + (f", calibration temperature {self.temperature:.3g}" if self.temperature else ""))
+                + (f", calibration sharpness {self.sharpness:.3g}" if self.sharpness else ""))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ track fault is never reported on the catenary.
 A crop's score for its top class is a calibrated probability, not the saturated softmax: the
 logits are divided by a temperature fitted on cross-fitted support logits of the crop's region
 (``temperatures``, Guo et al. 2017; per region, so a fault type added on the catenary leaves
-every track score as it was). A fault is called only when that probability exceeds the class's alarm
+every track score as it was; in units of the head's margin on its own examples, so one prior
+serves supports of any size: ``inspector.adapt.calibrate``). A fault is called only when that probability exceeds the class's alarm
 threshold (``thresholds``) and, where the head carries class prototypes,
 the crop is at least as similar to that class's prototype as the class's own examples were
 (``similarity_floor``): a crop unlike anything labelled is "none of these", not a fault.

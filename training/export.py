@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inspector.adapt import episode_temperature, fit_head
+from inspector.adapt import episode_sharpness, fit_head
 from inspector.backbone import Backbone
 from inspector.bundle import AdaptationParams, Preprocessing, bundle_json, load_bundle, write_bundle_json
 from inspector.fewshot import load_crop
@@ -145,9 +145,9 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
         meta["patch_features"] = add_patch_features(path, path, size).to_json()  # anomaly mode's patch output
     head.with_version(1).save(out, "head")
     meta["head"] = "head"
-    # The calibration prior: the temperature that calibrates this inner loop on few-shot episodes
+    # The calibration prior: the sharpness that calibrates this inner loop on few-shot episodes
     # of the base examples (small support sets lean on it; see inspector.adapt.calibrate).
-    meta["adaptation"]["temperature"] = round(episode_temperature(support, train_labels, params), 4)
+    meta["adaptation"]["sharpness"] = round(episode_sharpness(support, train_labels, params), 4)
     # The base head's support set travels with it: a project head refits these classes with its own.
     np.savez(out / "base_examples.npz", embeddings=support.astype(np.float16), labels=np.array(train_labels))
     meta["base_examples"] = "base_examples.npz"
