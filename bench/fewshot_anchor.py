@@ -87,25 +87,33 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fewshot_anchor.md")
+    parser.add_argument("--also", action="append", default=[], metavar="NAME=BUNDLE",
+                        help="a candidate bundle measured on the same episodes, in a column of its own")
     args = parser.parse_args()
-    bundle = load_bundle()
-    backbone = Backbone(bundle)
+    bundles = {"ours: bundle + adapt (app path)": load_bundle()}
+    for entry in args.also:
+        name, _, path = entry.partition("=")
+        if not path or name in bundles:
+            parser.error(f"--also {entry}: give NAME=BUNDLE with a name of its own")
+        bundles[name] = load_bundle(path)
     lines = [f"Held-out groups (30 %, seed 0), {args.episodes} episodes each, same episodes for every column; "
              "accuracy % ± 95 % CI.", "",
-             "| set | way | shot | queries | ours: bundle + adapt (app path) | anchor + logistic regression "
-             "| anchor + nearest prototype |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| set | way | shot | queries | " + " | ".join(bundles) + " | anchor + logistic regression "
+             "| anchor + nearest prototype |", "|---|---:|---:|---:|" + "---:|" * (len(bundles) + 2)]
     for name, (folder, column, classes, settings) in SETS.items():
         items = held_out(load_items(args.data / folder, column), TEST_FRACTION, None, 0, classes)
         labels = [i.label for i in items]
         started = time.perf_counter()
-        ours_features = embed_items(backbone, items)
+        ours_features = {key: embed_items(Backbone(b), items) for key, b in bundles.items()}
         anchor_features = anchor_embeddings(items)
         print(f"{name}: {len(items)} images embedded in {time.perf_counter() - started:.0f} s", flush=True)
         for way, shot, queries in settings:
-            ours = evaluate(ours_features, labels, way, shot, queries, args.episodes, adaptation_for(bundle), args.seed)
+            ours = [evaluate(ours_features[key], labels, way, shot, queries, args.episodes, adaptation_for(b),
+                             args.seed).accuracies for key, b in bundles.items()]
             logreg = anchor_accuracy(anchor_features, labels, way, shot, queries, args.episodes, args.seed, "logreg")
             proto = anchor_accuracy(anchor_features, labels, way, shot, queries, args.episodes, args.seed, "proto")
-            row = (f"| {name} | {way} | {shot} | {queries} | {ci(ours.accuracies)} | {ci(logreg)} | {ci(proto)} |")
+            row = (f"| {name} | {way} | {shot} | {queries} | " + " | ".join(ci(a) for a in ours)
+                   + f" | {ci(logreg)} | {ci(proto)} |")
             lines.append(row)
             print(row, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

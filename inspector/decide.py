@@ -15,7 +15,6 @@ from inspector.anomaly import ANOMALY, AnomalyModel, flag_anomalies
 from inspector.backbone import Backbone
 from inspector.heads import Head, Prediction
 
-
 # The products of one batch are small; OpenBLAS's own threads would then spin between them on the
 # cores the video decoder needs (an anomaly model cost the scan 0.28 of its frames/s, with one
 # BLAS thread 0.10: docs/benchmarks.md).

@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     dis.add_argument("--init-from", type=Path, help="a checkpoint or a model bundle folder to start the student "
                                                      "from (default: from scratch)")
     dis.add_argument("--sources", default="broad_corpus,track_scene,overhead_line",
-                     help="comma-separated image sources (default: %(default)s)")
+                     help="comma-separated image sources among broad_corpus, track_scene, overhead_line, rail_crops "
+                          "(the rail sets' training crops) (default: %(default)s)")
     dis.add_argument("--input-size", type=int, default=128)
     dis.add_argument("--epochs", type=int, default=40, help="passes over the images (default: %(default)s)")
     dis.add_argument("--batch-size", type=int, default=64)

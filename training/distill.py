@@ -38,11 +38,12 @@ from training.backbone import EMBEDDING_SIZE, IMAGENET_MEAN, IMAGENET_STD, embed
 from training.data import load_manifest, split_by_group
 from training.overhead_line import render_scenes
 from training.runlog import append_row, restore, save_atomically
-from training.sources import SPLIT_SEED, TEST_FRACTION
+from training.sources import SPLIT_SEED, TEST_FRACTION, load_sources
 
 log = logging.getLogger(__name__)
 # How often each source's images enter one epoch (track scenes are few photos, each gives many windows).
-SOURCE_REPEATS = {"broad_corpus": 1, "track_scene": 4, "overhead_line": 1}
+SOURCE_REPEATS = {"broad_corpus": 1, "track_scene": 4, "overhead_line": 1, "rail_crops": 3}
+RAIL_CROP_DOMAINS = ("track_fault", "sleeper")  # their training splits, as unlabelled views (``rail_crops``)
 OVERHEAD_LINE_SCENES = 600
 STATS_VIEWS = 1024  # plain views whose teacher features fix the standardisation of the targets
 # EfficientNet-Lite0's blocks at stride 8 and 16 (40 and 112 channels), matched by ResNet18's stages 2 and 3.
@@ -131,7 +132,8 @@ Pools = dict[str, list[np.ndarray]]  # per source: uint8 RGB images
 
 def load_pools(data_root: Path, sources: tuple[str, ...], input_size: int, seed: int = 0) -> Pools:
     """The distillation images, unlabelled: the broad corpus at its stored size, track scenes of the
-    training groups only, overhead-line scenes with broad-corpus objects pasted on."""
+    training groups only, overhead-line scenes with broad-corpus objects pasted on, and (opt-in) the
+    rail sets' training crops, so the student follows the teacher near the rail data too."""
     pools: Pools = {}
     short = round(input_size * 1.15)
     if "broad_corpus" in sources:
@@ -141,12 +143,15 @@ def load_pools(data_root: Path, sources: tuple[str, ...], input_size: int, seed:
     if "track_scene" in sources:
         scenes, _ = split_by_group(load_manifest(data_root / "track_scene"), TEST_FRACTION, SPLIT_SEED)
         pools["track_scene"] = [load_rgb(x.path, 3 * input_size) for x in scenes]
+    if "rail_crops" in sources:
+        pools["rail_crops"] = [load_rgb(x.path, short) for source in load_sources(data_root, RAIL_CROP_DOMAINS)
+                               for x in source.train]
     if "overhead_line" in sources:
         photos = pools.get("broad_corpus") or pools.get("track_scene") or []
         pools["overhead_line"] = render_scenes(OVERHEAD_LINE_SCENES, photos, seed)
     unknown = set(sources) - set(pools)
     if unknown:
-        raise SystemExit(f"unknown distillation sources {sorted(unknown)}: use broad_corpus, track_scene, overhead_line")
+        raise SystemExit(f"unknown distillation sources {sorted(unknown)}: use {', '.join(SOURCE_REPEATS)}")
     return pools
 
 
