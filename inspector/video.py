@@ -132,13 +132,21 @@ class VideoReader:
 
     def __init__(self, path: Path | str) -> None:
         self.info = probe(path)
-        self._capture = _open_capture(self.info.path)
+        self._opened: cv2.VideoCapture | None = None  # OpenCV's reader, opened on first use (``planes`` never needs it)
         self._position = 0  # index of the frame the next read returns
         self.decode_errors = 0
         self.stopped_early = False
 
+    @property
+    def _capture(self) -> cv2.VideoCapture:
+        if self._opened is None:
+            self._opened = _open_capture(self.info.path)
+        return self._opened
+
     def close(self) -> None:
-        self._capture.release()
+        if self._opened is not None:
+            self._opened.release()
+            self._opened, self._position = None, 0
 
     def __enter__(self) -> VideoReader:
         return self
