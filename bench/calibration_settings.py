@@ -20,11 +20,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.reliability import load_set  # noqa: E402
 from inspector.adapt import ClassSpec, adapt, adaptation_for, fit_temperature, self_margin  # noqa: E402
-from inspector.backbone import Backbone  # noqa: E402
-from inspector.bundle import load_bundle  # noqa: E402
-from inspector.fewshot import DatasetError, embed_items, held_out, load_items, sample_episodes  # noqa: E402
-from training.sources import domain_folder  # noqa: E402
+from inspector.fewshot import DatasetError, sample_episodes  # noqa: E402
 
 SETTINGS = [(2, 1), (2, 5), (5, 1), (5, 5)]
 QUERIES = 5
@@ -59,13 +57,7 @@ def main() -> int:
     print("| set | " + " | ".join(f"{w}-way {s}-shot" for w, s in SETTINGS) + " |")
     print("|---|" + "---:|" * len(SETTINGS))
     for entry in args.set:
-        name, rest = entry.split("=", 1)
-        bundle_dir, _, holdout = rest.partition(":")
-        bundle = load_bundle(bundle_dir)
-        items = load_items(domain_folder(args.data, name), "group")
-        if holdout:
-            items = held_out(items, float(holdout), None, 0)
-        embeddings = embed_items(Backbone(bundle, "int8" if "int8" in bundle.backbones else "fp32"), items)
+        name, _, bundle, items, embeddings = load_set(args.data, entry)
         cells = []
         for way, shot in SETTINGS:
             try:

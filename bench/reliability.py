@@ -37,6 +37,18 @@ QUERIES = 5
 BINS = 10
 
 
+def load_set(data: Path, entry: str):
+    """``NAME=BUNDLE[:HOLDOUT]`` -> (name, bundle folder, bundle, items, their embeddings by that bundle)."""
+    name, rest = entry.split("=", 1)
+    bundle_dir, _, holdout = rest.partition(":")
+    bundle = load_bundle(bundle_dir)
+    items = load_items(domain_folder(data, name), "group")
+    if holdout:
+        items = held_out(items, float(holdout), None, 0)
+    embeddings = embed_items(Backbone(bundle, "int8" if "int8" in bundle.backbones else "fp32"), items)
+    return name, bundle_dir, bundle, items, embeddings
+
+
 def diagram(confidence: np.ndarray, correct: np.ndarray) -> list[dict]:
     """Per populated bin: its range, crops, mean score, share right."""
     index = np.minimum((confidence * BINS).astype(int), BINS - 1)
@@ -67,14 +79,8 @@ def main() -> int:
         adapt_module.PRIOR_WEIGHT = args.prior_weight
     pooled: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for entry in args.set:
-        name, rest = entry.split("=", 1)
-        bundle_dir, _, holdout = rest.partition(":")
-        bundle = load_bundle(bundle_dir)
-        items = load_items(domain_folder(args.data, name), "group")
-        if holdout:
-            items = held_out(items, float(holdout), None, 0)
+        name, bundle_dir, bundle, items, embeddings = load_set(args.data, entry)
         labels = [i.label for i in items]
-        embeddings = embed_items(Backbone(bundle, "int8" if "int8" in bundle.backbones else "fp32"), items)
         results = []
         for way, shot in SETTINGS:
             try:
