@@ -277,7 +277,7 @@ def calibrate(relative: np.ndarray, targets: np.ndarray, classes: Sequence[Class
             fitted = 1.0 / fit_temperature(relative[mine], targets[mine], weight[mine])
             sharpness[region] = fitted if prior is None else float(np.exp(
                 (mine.sum() * np.log(fitted) + PRIOR_WEIGHT * np.log(prior)) / (mine.sum() + PRIOR_WEIGHT)))
-        else:  # no prior either: the margin itself is the unit (a crop as sure as the examples: e : 1)
+        else:  # no example to fit on: the prior, or without one the margin itself as the unit
             sharpness[region] = prior if prior is not None else 1.0
     temperatures = {region: margins[region] / value for region, value in sharpness.items()}
     probabilities = softmax(relative * np.array([sharpness[r] for r in where.tolist()])[:, None])
