@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.fewshot_anchor import named_paths  # noqa: E402
 from inspector.anomaly import AnomalyFitError, evaluate_anomaly  # noqa: E402
 from inspector.backbone import Backbone  # noqa: E402
 from inspector.bundle import load_bundle  # noqa: E402
@@ -84,11 +85,8 @@ def main() -> int:
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "anomaly_anchor")
     args = parser.parse_args()
-    also = {k: Path(v) for k, v in (a.split("=", 1) for a in args.also)}
     first = "shipped" if args.bundle is None else args.bundle.name  # a candidate is named by its folder
-    if first in also:
-        parser.error(f"--also {first}=... has the name of the bundle measured first; give it another name")
-    models = {first: args.bundle, **also}
+    models = {first: args.bundle, **named_paths(parser, args.also, (first,))}
     size = load_bundle(args.bundle).input_size
     results: dict[str, dict[str, dict[str, float]]] = {}
     for name in args.sets.split(","):

@@ -77,6 +77,17 @@ def anchor_accuracy(features: np.ndarray, labels: list[str], way: int, shot: int
     return np.asarray(accuracies)
 
 
+def named_paths(parser: argparse.ArgumentParser, entries: list[str], taken: tuple[str, ...] = ()) -> dict[str, Path]:
+    """``NAME=PATH`` options (``--also``) as a dict; a missing part or a name given twice is a usage error."""
+    named: dict[str, Path] = {}
+    for entry in entries:
+        name, _, path = entry.partition("=")
+        if not name or not path or name in named or name in taken:
+            parser.error(f"{entry}: give NAME=PATH, with a name of its own")
+        named[name] = Path(path)
+    return named
+
+
 def ci(acc: np.ndarray) -> str:
     return f"{acc.mean() * 100:.1f} ± {1.96 * acc.std(ddof=1) / np.sqrt(len(acc)) * 100:.1f}"
 
@@ -90,12 +101,9 @@ def main() -> None:
     parser.add_argument("--also", action="append", default=[], metavar="NAME=BUNDLE",
                         help="a candidate bundle measured on the same episodes, in a column of its own")
     args = parser.parse_args()
-    bundles = {"ours: bundle + adapt (app path)": load_bundle()}
-    for entry in args.also:
-        name, _, path = entry.partition("=")
-        if not path or name in bundles:
-            parser.error(f"--also {entry}: give NAME=BUNDLE with a name of its own")
-        bundles[name] = load_bundle(path)
+    ours = "ours: bundle + adapt (app path)"
+    bundles = {ours: load_bundle(), **{name: load_bundle(path)
+                                       for name, path in named_paths(parser, args.also, (ours,)).items()}}
     lines = [f"Held-out groups (30 %, seed 0), {args.episodes} episodes each, same episodes for every column; "
              "accuracy % ± 95 % CI.", "",
              "| set | way | shot | queries | " + " | ".join(bundles) + " | anchor + logistic regression "

@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fewshot_anchor import anchor_accuracy  # noqa: E402
+from bench.fewshot_anchor import anchor_accuracy, named_paths  # noqa: E402
 from inspector.adapt import adaptation_for  # noqa: E402
 from inspector.backbone import Backbone  # noqa: E402
 from inspector.bundle import AdaptationParams, load_bundle  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lodo.json")
     args = parser.parse_args()
-    others = dict(entry.split("=", 1) for entry in args.also)
+    others = named_paths(parser, args.also, ("ours",))
     results: dict[str, dict] = {}
     for entry in args.fold:
         domain, bundle_dir = entry.split("=", 1)

@@ -357,7 +357,7 @@ def _loo_accuracy(x: np.ndarray, targets: np.ndarray, scope: np.ndarray, judged:
             continue  # the only example of its class: leaving it out removes the class
         keep = np.arange(len(x)) != i
         weight, bias = inner_loop(x[keep], targets[keep], num_classes, params, steps, step_size, scope[keep])
-        logits = np.where(scope[i], x[i] @ weight.T + bias, -np.inf)
+        logits = _scoped_logits(x[i], weight, bias, scope[i], params.logit_scale)
         hits += int(np.argmax(logits) == targets[i])
         tried += 1
     return hits / tried if tried else None
