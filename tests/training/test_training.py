@@ -381,6 +381,27 @@ def test_bundle_provenance_names_the_distillation_behind_a_checkpoint(tmp_path):
     assert "bundle" in _distillation({"init_from": str(tmp_path)})  # a stage started from a bundle folder
 
 
+def test_base_head_cross_validation_keeps_each_group_on_one_side():
+    """Export decides int8 and the ship rules decide bundles with this figure: a split that let a
+    group's crops into training and scoring would reward memorising groups (near 1.0 below)."""
+    from inspector.bundle import AdaptationParams
+    from training.export import BASELINE_ADAPTATION, _cv_accuracy
+    from training.sources import TRACK_COMPONENT_CLASSES
+
+    rng = np.random.default_rng(0)
+    params = AdaptationParams.from_json(BASELINE_ADAPTATION, "test")
+    groups = [f"g{i}" for i in range(60) for _ in range(5)]
+    # Each group its own direction and a random class: nothing carries over to an unseen group.
+    directions, classes = rng.normal(size=(60, 32)), rng.choice(TRACK_COMPONENT_CLASSES, size=60)
+    memorise = np.repeat(directions, 5, axis=0) + 0.05 * rng.normal(size=(300, 32))
+    labels = list(np.repeat(classes, 5))
+    assert _cv_accuracy(memorise.astype(np.float32), labels, groups, params) < 0.4
+    # Classes that do carry over (one direction per class) are found in unseen groups.
+    by_class = np.stack([rng.normal(size=32) for _ in TRACK_COMPONENT_CLASSES])
+    separable = by_class[[TRACK_COMPONENT_CLASSES.index(c) for c in labels]] + 0.05 * rng.normal(size=(300, 32))
+    assert _cv_accuracy(separable.astype(np.float32), labels, groups, params) > 0.95
+
+
 @pytest.mark.parametrize("algorithm", list(Algorithm))
 def test_every_algorithm_keeps_its_tensors_on_the_task_device(algorithm):
     """Run on PyTorch's ``meta`` device (shapes only, no data): a tensor made without ``device=``
