@@ -1,0 +1,70 @@
+"""The judge's flow on ground-truth videos of ../shared/tools, side by side with its anchor.
+
+For each video folder made by ``make_gt_video.py``: scan it, add the fault type from its
+``labels.csv`` (5 fault + 5 normal frames), and score the findings with ``score_gt_video.py``;
+then the tool's anchor (frozen EfficientNet-Lite0 at 224 px + logistic regression on the same
+frames) on the same video.
+
+    python ../shared/tools/make_gt_video.py ../shared/data/sleeper runs/gt/sleeper_poor --fault poor --normal good
+    python bench/gt_videos.py runs/gt/sleeper_poor runs/gt/pcb_open ... [--bundle DIR] [--no-anchor]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from inspector.cli import main as inspector  # noqa: E402
+
+TOOLS = ROOT.parent / "shared" / "tools"
+
+
+def run(*argv: str) -> None:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = inspector(list(argv))
+    if code:
+        raise SystemExit(f"inspector {' '.join(argv)}: exit code {code}")
+
+
+def scored(gt: Path, *who: str) -> dict:
+    out = subprocess.run([sys.executable, str(TOOLS / "score_gt_video.py"), str(gt), *who],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def cell(result: dict) -> str:
+    return f"{result['found']}/{result['fault_segments']} | {result['findings']} | {result['precision']:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("videos", nargs="+", type=Path, help="folders made by make_gt_video.py")
+    parser.add_argument("--bundle", type=Path)
+    parser.add_argument("--no-anchor", action="store_true")
+    args = parser.parse_args()
+    bundle = ["--bundle", str(args.bundle)] if args.bundle else []
+    print("| video | ours: found | findings | precision | anchor: found | findings | precision |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for gt in args.videos:
+        fault = next(r["cls"] for r in csv.DictReader(open(gt / "ground_truth.csv")) if r["fault"] == "1")
+        with tempfile.TemporaryDirectory() as tmp:
+            project = Path(tmp) / "project"
+            run("scan", str(gt / "video.mp4"), "--project", str(project), "--profile", str(gt / "profile.toml"), "-q", *bundle)
+            run("faults", "add", fault, "--examples", str(gt / "labels.csv"), "--project", str(project),
+                "--reclassify", *bundle)
+            ours = scored(gt, "--project", str(project))
+        anchor = " | ".join(["-"] * 3) if args.no_anchor else cell(scored(gt, "--anchor"))
+        print(f"| {gt.name} | {cell(ours)} | {anchor} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
