@@ -81,7 +81,7 @@ def _cv_accuracy(support: np.ndarray, labels: list[str], groups: list[str], para
     """The base head's accuracy under group cross-validation on the training groups: what export
     decides with. The held-out groups (under a hundred crops) only report: there the figure moves by
     several crops with the head's step count or with int8 calibrations whose embeddings agree with
-    fp32 at cosine 0.9997 (docs/model-card.md, fifth run)."""
+    fp32 at cosine 0.9997 (docs/model-card.md, "What the base-head figure can tell")."""
     labels_array = np.asarray(labels)
     correct = 0.0
     for seed in CV_SEEDS:
