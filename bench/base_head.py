@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 from bench.fewshot_anchor import named_paths  # noqa: E402
 from inspector.backbone import Backbone  # noqa: E402
 from inspector.bundle import load_bundle  # noqa: E402
-from training.export import CV_FOLDS, CV_SEEDS, base_head_figures  # noqa: E402
+from training.export import CV_FOLDS, CV_SEEDS, BaseHeadData, base_head_figures  # noqa: E402
 from training.sources import load_sources  # noqa: E402
 
 
@@ -30,11 +30,14 @@ def main() -> None:
     print(f"| bundle | backbone | held-out groups ({len(track.test)} crops) | "
           f"{CV_FOLDS}-fold group CV x {len(CV_SEEDS)} ({len(track.train)} training crops) |")
     print("|---|---|---:|---:|")
+    data: dict[int, BaseHeadData] = {}  # by input size: the crops are read once
     for name, folder in named_paths(parser, args.bundle).items():
         bundle = load_bundle(folder)
+        if bundle.input_size not in data:
+            data[bundle.input_size] = BaseHeadData.load(track, bundle.input_size)
         for precision in bundle.backbones:
             backbone = Backbone(bundle, precision, threads=2)
-            _, _, held_out, cv = base_head_figures(backbone, track, bundle.adaptation)
+            _, _, held_out, cv = base_head_figures(backbone, data[bundle.input_size], bundle.adaptation)
             print(f"| {name} | {precision} | {held_out:.3f} | {cv:.3f} |", flush=True)
 
 

@@ -11,9 +11,7 @@ frames) on the same video.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import io
 import json
 import subprocess
 import sys
@@ -23,16 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inspector.cli import main as inspector  # noqa: E402
+from bench.review_learning import run  # noqa: E402
 
 TOOLS = ROOT.parent / "shared" / "tools"
-
-
-def run(*argv: str) -> None:
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        code = inspector(list(argv))
-    if code:
-        raise SystemExit(f"inspector {' '.join(argv)}: exit code {code}")
 
 
 def scored(gt: Path, *who: str) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -95,17 +96,30 @@ def _cv_accuracy(support: np.ndarray, labels: list[str], groups: list[str], para
     return correct / (len(labels) * len(CV_SEEDS))
 
 
-def base_head_figures(backbone: Backbone, track: Source, params: AdaptationParams
+@dataclass(frozen=True)
+class BaseHeadData:
+    """track_fault's crops at one input size, read once for every backbone measured on them."""
+    train_crops: np.ndarray
+    train_labels: list[str]
+    train_groups: list[str]
+    test_crops: np.ndarray
+    test_labels: list[str]
+
+    @classmethod
+    def load(cls, track: Source, size: int) -> BaseHeadData:
+        return cls(np.stack([load_crop(x.path, size) for x in track.train]), [x.label for x in track.train],
+                   [x.group for x in track.train], np.stack([load_crop(x.path, size) for x in track.test]),
+                   [x.label for x in track.test])
+
+
+def base_head_figures(backbone: Backbone, data: BaseHeadData, params: AdaptationParams
                       ) -> tuple[Head, np.ndarray, float, float]:
     """The base head fitted on the training crops' embeddings, those embeddings, and its accuracy on
     the held-out groups and under group cross-validation on the training groups."""
-    size = backbone.bundle.input_size
-    support = backbone.embed(np.stack([load_crop(x.path, size) for x in track.train]))
-    labels = [x.label for x in track.train]
-    head = _fit_base_head(support, labels, params)
-    held_out = _accuracy(head, backbone.embed(np.stack([load_crop(x.path, size) for x in track.test])),
-                         [x.label for x in track.test])
-    return head, support, held_out, _cv_accuracy(support, labels, [x.group for x in track.train], params)
+    support = backbone.embed(data.train_crops)
+    head = _fit_base_head(support, data.train_labels, params)
+    held_out = _accuracy(head, backbone.embed(data.test_crops), data.test_labels)
+    return head, support, held_out, _cv_accuracy(support, data.train_labels, data.train_groups, params)
 
 
 def _distillation(state: dict) -> str | None:
@@ -141,8 +155,8 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     export_onnx(extractor, size, fp32_path)
 
     track = next(s for s in load_sources(data_root, ("track_fault",)))
-    train_crops = np.stack([load_crop(x.path, size) for x in track.train])
-    train_labels = [x.label for x in track.train]
+    data = BaseHeadData.load(track, size)
+    train_crops, train_labels = data.train_crops, data.train_labels
     with torch.no_grad():
         reference = extractor(_to_tensor(train_crops[:32])).numpy()
     params = AdaptationParams.from_json(adaptation, "export")
@@ -151,7 +165,7 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     fp32 = Backbone(load_bundle(out), "fp32", threads=2)
     max_diff = float(np.abs(fp32.embed(train_crops[:32]) - reference).max())
     log.info("ONNX vs torch: max abs diff %.2e", max_diff)
-    head, support, acc_fp32, cv_fp32 = base_head_figures(fp32, track, params)
+    head, support, acc_fp32, cv_fp32 = base_head_figures(fp32, data, params)
 
     int8_path = out / "backbone.int8.onnx"
     rng = np.random.default_rng(0)
@@ -160,7 +174,7 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     meta["backbones"]["int8"] = int8_path.name
     write_bundle_json(out, meta)
     int8 = Backbone(load_bundle(out), "int8", threads=2)
-    head8, support8, acc_int8, cv_int8 = base_head_figures(int8, track, params)
+    head8, support8, acc_int8, cv_int8 = base_head_figures(int8, data, params)
     keep_int8 = cv_fp32 - cv_int8 <= INT8_MAX_ACCURACY_DROP
     log.info("base head accuracy, group CV on the training groups: fp32 %.3f, int8 %.3f -> %s; "
              "held-out groups: fp32 %.3f, int8 %.3f", cv_fp32, cv_int8,
@@ -197,7 +211,7 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
         "evaluation": {"onnx_vs_torch_max_abs_diff": f"{max_diff:.2e}",
                        "base_head_accuracy_fp32": round(acc_fp32, 4),
                        "base_head_accuracy_int8": round(acc_int8, 4),
-                       "base_head_test_crops": len(track.test),
+                       "base_head_test_crops": len(data.test_labels),
                        "base_head_cv_accuracy_fp32": round(cv_fp32, 4),
                        "base_head_cv_accuracy_int8": round(cv_int8, 4),
                        "base_head_cv": f"{CV_FOLDS}-fold group cross-validation, {len(CV_SEEDS)} fold draws, "
