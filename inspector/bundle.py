@@ -103,18 +103,20 @@ class AdaptationParams:
 @dataclass(frozen=True)
 class PatchFeatures:
     """The backbone's second output, for anomaly mode (``inspector.anomaly``): per crop a
-    ``channels`` x ``grid`` x ``grid`` map of mid-level patch features from the ``layers`` named."""
+    ``channels`` x ``grid`` x ``grid`` map of mid-level patch features from the ``layers`` named,
+    ``projected`` into the distillation teacher's map space by its hint projectors or not."""
 
     output: str
     channels: int
     grid: int
     layers: tuple[str, ...]
+    projected: bool = False
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], where: str) -> PatchFeatures:
         try:
             features = cls(str(raw["output"]), int(raw["channels"]), int(raw["grid"]),
-                           tuple(str(v) for v in raw["layers"]))
+                           tuple(str(v) for v in raw["layers"]), bool(raw.get("projected", False)))
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where}: patch_features is incomplete ({exc}); add them again with "
                               "'python -m training add-patch-features'") from None
@@ -123,11 +125,13 @@ class PatchFeatures:
         return features
 
     def to_json(self) -> dict[str, Any]:
-        return {"output": self.output, "channels": self.channels, "grid": self.grid, "layers": list(self.layers)}
+        return {"output": self.output, "channels": self.channels, "grid": self.grid, "layers": list(self.layers),
+                "projected": self.projected}
 
     def describe(self) -> str:
-        return (f"{self.channels} channels on a {self.grid} x {self.grid} grid from {' + '.join(self.layers)} "
-                f"(output {self.output!r})")
+        space = " through the distillation's hint projectors" if self.projected else ""
+        return (f"{self.channels} channels on a {self.grid} x {self.grid} grid from {' + '.join(self.layers)}"
+                f"{space} (output {self.output!r})")
 
 
 @dataclass(frozen=True)

@@ -339,7 +339,10 @@ def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module |
     save_atomically({"model": {f"trunk.{k}": v for k, v in student.trunk.state_dict().items()}, "labels": [],
                      "input_size": cfg.input_size, "teacher": f"efficientnet-lite0 ImageNet @ {cfg.input_size} px",
                      "views": names, "images_seen": seen, "seconds": round(spent, 1),
-                     "init_from": str(cfg.init_from) if cfg.init_from else None}, final)
+                     "init_from": str(cfg.init_from) if cfg.init_from else None,
+                     # the hint projectors fit this trunk: export appends them to anomaly mode's patches
+                     **({"patch_projection": {"layers": list(STUDENT_STAGES[:len(stages)]),
+                                              "state": map_projectors.state_dict()}} if stages else {})}, final)
     return final
 
 

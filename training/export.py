@@ -21,7 +21,7 @@ from inspector.bundle import AdaptationParams, Preprocessing, bundle_json, load_
 from inspector.fewshot import group_fraction, load_crop
 from inspector.heads import Head
 from training.backbone import EMBEDDING_SIZE, EmbeddingNet, FeatureExtractor
-from training.patch_features import add_patch_features
+from training.patch_features import add_patch_features, projection_of
 from training.sources import TRACK_COMPONENT_CLASSES, Source, load_sources
 
 log = logging.getLogger(__name__)
@@ -187,8 +187,9 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     else:
         int8_path.unlink()
         del meta["backbones"]["int8"]
-    for path in [out / name for name in meta["backbones"].values()]:
-        meta["patch_features"] = add_patch_features(path, path, size).to_json()  # anomaly mode's patch output
+    projection = projection_of(state)
+    for path in [out / name for name in meta["backbones"].values()]:  # anomaly mode's patch output
+        meta["patch_features"] = add_patch_features(path, path, size, projection).to_json()
     head.with_version(1).save(out, "head")
     meta["head"] = "head"
     # The calibration prior: the sharpness that calibrates this inner loop on few-shot episodes
@@ -197,14 +198,14 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     # The base head's support set travels with it: a project head refits these classes with its own.
     np.savez(out / "base_examples.npz", embeddings=support.astype(np.float16), labels=np.array(train_labels))
     meta["base_examples"] = "base_examples.npz"
-    data = ("shared/data: track_fault (6 component classes), sleeper, omniglot_small; split by group "
-            "(seed 0, 30 % of groups held out)")
+    trained_on = ("shared/data: track_fault (6 component classes), sleeper, omniglot_small; split by group "
+                  "(seed 0, 30 % of groups held out)")
     distilled = _distillation(state)
     if distilled:
-        data += f"; backbone distilled from {distilled}"
+        trained_on += f"; backbone distilled from {distilled}"
     meta["provenance"] = {
         "algorithm": algorithm,
-        "data": data,
+        "data": trained_on,
         "checkpoint": checkpoint.name,
         "initialised_from": state.get("init_from") or state.get("teacher"),
         "trained": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -11,6 +11,7 @@ import torch
 from tests.training.toy import toy_pool
 from training.algorithms import Algorithm, MetaConfig, make
 from training.backbone import EmbeddingNet, FeatureExtractor
+from training.patch_features import add_patch_features, projection_of
 from training.runlog import restore
 from training.train import TrainConfig, meta_train
 
@@ -235,6 +236,44 @@ def test_export_matches_torch_and_int8_loads(tmp_path):
     assert (tmp_path / "backbone.int8.onnx").stat().st_size < (tmp_path / "backbone.onnx").stat().st_size / 3
 
 
+def test_export_writes_a_bundle_the_app_loads_from_a_distilled_checkpoint(tmp_path):
+    """The whole export on a small track_fault look-alike: int8 decided by the base head's group
+    cross-validation, the base head and its examples, the provenance, and the distillation's hint
+    projectors in anomaly mode's patch output."""
+    import cv2
+
+    from inspector.bundle import load_bundle
+    from tests.training.toy import ORIENTATIONS, stripes
+    from training.export import export_bundle
+    from training.sources import TRACK_COMPONENT_CLASSES
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data" / "track_fault"
+    rows = ["file,class,group"]
+    for c, name in enumerate(TRACK_COMPONENT_CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            file = f"{name}/{i}.png"
+            cv2.imwrite(str(root / file), stripes(list(ORIENTATIONS)[c % 4], rng, size=32) // (1 + c // 4))
+            rows.append(f"{file},{name},{name}_{i // 2}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    torch.manual_seed(0)
+    trunk = {f"trunk.{k}": v for k, v in EmbeddingNet().trunk.state_dict().items()}
+    hints = {"0.weight": torch.randn(4, 128, 1, 1), "0.bias": torch.zeros(4),
+             "1.weight": torch.randn(6, 256, 1, 1), "1.bias": torch.zeros(6)}
+    checkpoint = tmp_path / "distill_final.pt"
+    torch.save({"model": trunk, "labels": [], "input_size": 32, "teacher": "teacher T", "views": ["broad_corpus"],
+                "patch_projection": {"layers": ["layer2", "layer3"], "state": hints}}, checkpoint)
+    out = export_bundle(checkpoint, tmp_path / "data", tmp_path / "bundle")
+    bundle = load_bundle(out)
+    assert bundle.patch_features.projected and bundle.patch_features.channels == 10
+    meta = json.loads((out / "bundle.json").read_text())
+    figures = meta["provenance"]["evaluation"]
+    assert figures["base_head_test_crops"] > 0 and 0 <= figures["base_head_cv_accuracy_int8"] <= 1
+    assert "teacher T on views of broad_corpus" in meta["provenance"]["data"]
+    assert (out / f"{meta['head']}.npz").exists() and (out / meta["base_examples"]).exists()
+
+
 def test_batched_head_adaptation_is_each_episode_on_its_own():
     """``training evaluate`` adapts many episodes as one batch: each must get the head it would alone."""
     from training.algorithms.head import adapt_head, head_logits
@@ -276,8 +315,10 @@ def test_distillation_matches_the_teacher_and_resumes_mid_run(tmp_path):
     assert size == 32 and net(torch.zeros(1, 3, 32, 32)).shape == (1, 512)
     state = torch.load(final, weights_only=True)
     assert state["views"] == ["broad_corpus", "track_scene"] and state["images_seen"] == 6 * 8 * 16
-    hints = torch.load(cfg.out_dir / "distill_last.pt", weights_only=True)["map_projectors"]
-    assert hints["0.weight"].shape == (24, 128, 1, 1)  # layer2 (128 channels) learnt to predict the teacher's map
+    hints = state["patch_projection"]  # travels with the trunk it fits, for anomaly mode's patches
+    assert hints["layers"] == ["layer2"] and hints["state"]["0.weight"].shape == (24, 128, 1, 1)
+    assert torch.equal(hints["state"]["0.weight"],
+                       torch.load(cfg.out_dir / "distill_last.pt", weights_only=True)["map_projectors"]["0.weight"])
     distill(cfg)  # finished: neither the data nor the teacher is loaded again
     assert len((cfg.out_dir / "distill_log.csv").read_text().splitlines()) == 7
 
@@ -481,3 +522,39 @@ def test_patch_features_join_the_exported_graph_without_touching_the_embedding(t
     assert np.allclose(fp32_patches, expected, atol=1e-4)
     assert training_main(["add-patch-features", str(tmp_path)]) == 2  # once is enough: one line says so
     assert "already has patch features" in capsys.readouterr().err
+
+    # Through the hint projectors (a distilled trunk's): each stage map is projected, then pooled.
+    projection = {"layer2": (rng_weights := np.random.default_rng(1)).normal(size=(5, 128, 1, 1)),
+                  "layer3": rng_weights.normal(size=(7, 256, 1, 1))}
+    projection = {k: (w.astype(np.float32), np.arange(len(w), dtype=np.float32)) for k, w in projection.items()}
+    export_onnx(FeatureExtractor(net).eval(), 32, tmp_path / "plain.onnx")
+    features = add_patch_features(tmp_path / "plain.onnx", tmp_path / "projected.onnx", 32, projection)
+    assert features.channels == 12 and features.projected and "hint projectors" in features.describe()
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "projected.onnx"), providers=["CPUExecutionProvider"])
+    projected = session.run(["patches"], {"images": _to_tensor(images).numpy()})[0]
+    with torch.no_grad():
+        maps = [F.conv2d(m, torch.from_numpy(w), torch.from_numpy(b))
+                for m, (w, b) in zip((layer2, layer3), projection.values())]
+        local = [F.avg_pool2d(m, 3, 1, 1, count_include_pad=False) for m in maps]
+        expected = torch.cat([F.avg_pool2d(local[0], 2), local[1]], 1).numpy()
+    assert projected.shape == (6, 12, 2, 2) and np.allclose(projected, expected, atol=1e-3)
+
+
+def test_patch_projection_is_used_only_with_the_trunk_it_was_learnt_for(tmp_path):
+    """Export reads a distillation's hint projectors from the checkpoint, or from the distillation a
+    head-only stage started from; a trunk trained further has moved away from them."""
+    trunk = {"trunk.conv1.weight": torch.ones(2, 3)}
+    hints = {"layers": ["layer2", "layer3"], "state": {"0.weight": torch.ones(4, 128, 1, 1), "0.bias": torch.zeros(4),
+                                                       "1.weight": torch.ones(6, 256, 1, 1), "1.bias": torch.ones(6)}}
+    distilled = tmp_path / "distill_final.pt"
+    torch.save({"model": trunk, "patch_projection": hints}, distilled)
+    own = projection_of({"model": trunk, "patch_projection": hints})
+    assert [w.shape for w, _ in own.values()] == [(4, 128, 1, 1), (6, 256, 1, 1)]
+    head_only = projection_of({"model": {**trunk, "head.weight": torch.ones(1)}, "init_from": str(distilled)})
+    assert head_only is not None and np.array_equal(head_only["layer3"][1], np.ones(6))
+    assert projection_of({"model": {"trunk.conv1.weight": torch.zeros(2, 3)}, "init_from": str(distilled)}) is None
+    assert projection_of({"model": trunk, "init_from": str(tmp_path / "gone.pt")}) is None
+    assert projection_of({"model": trunk, "init_from": str(tmp_path)}) is None  # started from a bundle folder
+    assert projection_of({"model": trunk, "patch_projection": {**hints, "layers": ["layer2"]}}) is None
