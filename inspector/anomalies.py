@@ -112,8 +112,7 @@ def fit_region(store: Store, backbone: Backbone, region: str, crops: np.ndarray,
         model = fit_anomaly(patches, region, backbone.bundle.digest, bank_size, false_alarm_rate)
     except AnomalyFitError as exc:
         raise AnomalyError(str(exc)) from None
-    note = (f"{len(crops)} normal crops of {frames} frames from {source}; threshold at "
-            f"{false_alarm_rate:.1%} false alarms on the last {len(model.calibration)}")
+    note = f"{len(crops)} normal crops of {frames} frames from {source}; threshold at {model.threshold_basis(false_alarm_rate)}"
     version = store.save_anomaly_model(model, note)
     return AnomalyFit(version, replace(model, version=version), frames, time.perf_counter() - started)
 

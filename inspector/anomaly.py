@@ -121,6 +121,13 @@ class AnomalyModel:
         spread = max(float(self.calibration.std()), 1e-6)
         return (1 / (1 + np.exp(-(np.asarray(scores, np.float64) - self.threshold) / spread))).astype(np.float32)
 
+    def threshold_basis(self, false_alarm_rate: float) -> str:
+        """What set the threshold, for the operator: the held-out normal crops, or the bank's covering
+        radius where that is higher (see ``fit_anomaly``)."""
+        held_out = f"{false_alarm_rate:.1%} false alarms on the last {len(self.calibration)}"
+        quantile = float(np.quantile(self.calibration, 1 - false_alarm_rate, method="higher"))
+        return held_out if self.threshold <= quantile else f"the bank's covering radius, above {held_out}"
+
     def to_npz(self) -> bytes:
         buffer = io.BytesIO()
         np.savez(buffer, bank=self.bank.astype(np.float16), calibration=self.calibration.astype(np.float32))
@@ -139,7 +146,10 @@ def fit_anomaly(patches: np.ndarray, region: str, bundle_digest: str, bank_size:
     """A region's anomaly model from the patch features (N x C x G x G) of its normal crops, in
     time order. The bank comes from the first crops, the threshold from the last fifth, which the
     bank never saw: neighbouring frames are near copies, so a threshold set on frames mixed in
-    with the bank's would be far too low for the next run."""
+    with the bank's would be far too low for the next run. Nor is it ever below the bank's covering
+    radius (the farthest any fitted crop lies from the bank): the coreset keeps only some of the
+    fitted patches, and a crop the model was fitted from is normal by definition (on the demo, a
+    mast passing in the fitted frames was flagged when the held-out frames showed none)."""
     if len(patches) < MIN_NORMALS:
         raise AnomalyFitError(f"{len(patches)} normal crops are too few for an anomaly model of region {region}; "
                               f"give at least {MIN_NORMALS} (a few seconds of normal video)")
@@ -149,7 +159,8 @@ def fit_anomaly(patches: np.ndarray, region: str, bundle_digest: str, bank_size:
     vectors = patch_vectors(patches[:-held]).reshape(-1, patches.shape[1])
     bank = vectors[greedy_coreset(vectors, bank_size)]
     calibration = np.sort(score_patches(patches[-held:], bank).scores)
-    threshold = float(np.quantile(calibration, 1 - false_alarm_rate, method="higher"))
+    covering = float(score_patches(patches[:-held], bank).scores.max())
+    threshold = max(float(np.quantile(calibration, 1 - false_alarm_rate, method="higher")), covering)
     return AnomalyModel(region, bank.astype(np.float16).astype(np.float32), threshold, calibration,
                         bundle_digest, len(patches))
 

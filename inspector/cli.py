@@ -792,7 +792,7 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
         fit = fit_region(store, backbone, args.region, crops, frames, source, args.bank_size, args.false_alarms)
     print(f"anomaly model v{fit.version} of region {args.region}: {len(fit.model.bank)} patches from "
           f"{fit.model.normals} normal crops, alarm threshold {fit.model.threshold:.3g} "
-          f"({args.false_alarms:.1%} false alarms on the last {len(fit.model.calibration)}), {fit.seconds:.1f} s; "
+          f"({fit.model.threshold_basis(args.false_alarms)}), {fit.seconds:.1f} s; "
           "scans from now on flag anomalies there")
     return EXIT_OK
 

@@ -61,6 +61,20 @@ def test_a_fitted_model_flags_the_odd_patch_and_shows_where():
     assert np.array_equal(again.bank, model.bank) and np.array_equal(again.calibration, model.calibration)
 
 
+def test_a_crop_the_model_was_fitted_from_is_never_an_anomaly():
+    """A small bank covers the fitted patches only to within its covering radius; a rare pattern in
+    the fitted frames (a mast passing) that the held-out frames never show must not alarm."""
+    rng = np.random.default_rng(5)
+    patches = 1 + rng.normal(0, 0.01, (60, 8, 4, 4)).astype(np.float32)  # sky, over and over
+    patches[:45:5] += rng.normal(0, 0.5, (9, 8, 4, 4)).astype(np.float32)  # rare, varied, only in the bank's frames
+    model = fit_anomaly(patches, "catenary", "digest", bank_size=16)
+    quantile = float(np.quantile(model.calibration, 0.99, method="higher"))
+    assert model.threshold > quantile  # the held-out crops alone would have set it lower
+    assert (model.score(patches[:-12]).scores <= model.threshold).all()
+    assert "covering radius" in model.threshold_basis(0.01)
+    assert "covering radius" not in fit_anomaly(_patches(60, rng), "catenary", "digest").threshold_basis(0.01)
+
+
 def test_flagging_leaves_alone_what_a_fault_type_claims_and_regions_without_a_model():
     rng = np.random.default_rng(3)
     model = fit_anomaly(_patches(40, rng), "catenary", "digest")
