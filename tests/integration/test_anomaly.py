@@ -58,10 +58,10 @@ def test_anomaly_mode_flags_the_bird_nests_no_fault_type_names(fitted, capsys):
         assert {f.region for f in found} == {"catenary"}  # the track has no anomaly model
     passages = nest_passages()
     hit = [p for p in passages if any(overlaps(f, p) for f in found)]
-    # Measured: all 18 nest passages (crop by crop) found; 18 of the 42 anomaly findings on the very
-    # crop of a passage, 15 more on the next tile as a nest crosses over, 9 elsewhere: 4 confident
-    # ones on a mast the normal frames never showed there, 5 single frames scored 0.50-0.52 (the 1 %
-    # of normal crops the threshold lets through).
+    # Measured (bundle of 2026-12-03): all 18 nest passages (crop by crop) found; 18 of the 37
+    # anomaly findings on the very crop of a passage, 14 more on the next tile as a nest crosses
+    # over, 5 elsewhere: frames 246-247 on all four tiles (3 confident), one frame at 0.51. The
+    # bundle before: 42 findings, 9 elsewhere, 4 confident.
     assert len(hit) >= 16, f"{len(hit)} of {len(passages)} nest passages flagged"
     on_crop = [f for f in found if any(overlaps(f, p) for p in passages)]
     nowhere_near = [f for f in found if not any(overlaps(f, p, same_crop=False) for p in passages)]
