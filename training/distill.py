@@ -70,11 +70,22 @@ class DistillConfig:
     device: str = "auto"
     map_weight: float = 0.5  # weight of the stage-map hints beside the pooled target (0: pooled only)
     teacher_stages: tuple[str, ...] = TEACHER_STAGES  # teacher modules whose maps the student's stages match
+    # The teacher sees each view resized to this (None: as the student sees it). An ImageNet network
+    # does better near its 224 px training scale: the student, still at input_size, learns the
+    # function of the teacher at its best scale on the very pixels the student gets.
+    teacher_size: int | None = None
 
     def identity(self) -> dict:
         """What a resumed run must agree on (the schedule and the data depend on these)."""
-        keys = ("sources", "input_size", "epochs", "batch_size", "seed") + (("map_weight",) if self.map_weight else ())
+        keys = (("sources", "input_size", "epochs", "batch_size", "seed") + (("map_weight",) if self.map_weight else ())
+                + (("teacher_size",) if self.teacher_size else ()))
         return {k: v for k, v in asdict(self).items() if k in keys}
+
+    def for_teacher(self, views: torch.Tensor) -> torch.Tensor:
+        """The student's normalised views at the teacher's size."""
+        if not self.teacher_size or self.teacher_size == views.shape[-1]:
+            return views
+        return F.interpolate(views, size=(self.teacher_size, self.teacher_size), mode="bilinear", align_corners=False)
 
 
 def load_teacher() -> nn.Module:
@@ -225,10 +236,11 @@ def _device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
-def feature_stats(teacher: nn.Module, taps: StageTaps, pools: Pools, size: int, device: torch.device):
+def feature_stats(teacher: nn.Module, taps: StageTaps, pools: Pools, cfg: DistillConfig, device: torch.device):
     """Per-dimension mean and std of the teacher's pooled features, and per channel of its tapped
     stage maps, on plain views of every source, fixed for the whole run (standardised targets weigh
     every dimension alike)."""
+    size = cfg.input_size
     resize = A.Compose([A.SmallestMaxSize(size), A.CenterCrop(size, size)])
     images = [image for pool in pools.values() for image in pool]
     picks = np.random.default_rng(0).choice(len(images), min(STATS_VIEWS, len(images)), replace=False)
@@ -236,7 +248,7 @@ def feature_stats(teacher: nn.Module, taps: StageTaps, pools: Pools, size: int, 
     feats, maps = [], []
     with torch.no_grad():
         for i in range(0, len(views), 128):
-            feats.append(teacher_features(teacher, normalise(views[i:i + 128], device)))
+            feats.append(teacher_features(teacher, cfg.for_teacher(normalise(views[i:i + 128], device))))
             maps.append([m.float().transpose(0, 1).flatten(1) for m in taps.maps()])  # C x (N*H*W) per stage
     feats = torch.cat(feats)
     map_stats = [(torch.cat(per, 1).mean(1), torch.cat(per, 1).std(1) + 1e-3) for per in zip(*maps)]
@@ -289,7 +301,7 @@ def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module |
         position, seen, spent = int(previous["position"]), int(previous["images_seen"]), float(previous["seconds"])
         log.info("resuming at step %d of %d", position, total)
     else:
-        mean, std, map_stats = feature_stats(teacher, teacher_taps, pools, cfg.input_size, device)
+        mean, std, map_stats = feature_stats(teacher, teacher_taps, pools, cfg, device)
         position, seen, spent = 0, 0, 0.0
     pipelines = view_pipelines(cfg.input_size)
     log_path = cfg.out_dir / "distill_log.csv"
@@ -312,7 +324,7 @@ def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module |
         views = draw_views(pools, names, plan.batch(epoch, step), pipelines, [cfg.seed, epoch, step])
         x = mix(normalise(views, device), cfg.mix_share, generator).contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), low_precision(device, cfg.precision):
-            target = (teacher_features(teacher, x) - mean) / std
+            target = (teacher_features(teacher, cfg.for_teacher(x)) - mean) / std
             teacher_maps = teacher_taps.maps()
         with low_precision(device, cfg.precision):
             loss = F.mse_loss(projector(student.forward_features(x)).float(), target)
@@ -337,7 +349,7 @@ def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module |
             checkpoint(done=position == total)
             last_save = time.monotonic()
     save_atomically({"model": {f"trunk.{k}": v for k, v in student.trunk.state_dict().items()}, "labels": [],
-                     "input_size": cfg.input_size, "teacher": f"efficientnet-lite0 ImageNet @ {cfg.input_size} px",
+                     "input_size": cfg.input_size, "teacher": f"efficientnet-lite0 ImageNet @ {cfg.teacher_size or cfg.input_size} px",
                      "views": names, "images_seen": seen, "seconds": round(spent, 1),
                      "init_from": str(cfg.init_from) if cfg.init_from else None,
                      # the hint projectors fit this trunk: export appends them to anomaly mode's patches

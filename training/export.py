@@ -122,6 +122,15 @@ def base_head_figures(backbone: Backbone, data: BaseHeadData, params: Adaptation
     return head, support, held_out, _cv_accuracy(support, data.train_labels, data.train_groups, params)
 
 
+def _repository_path(path: Path) -> str:
+    """A path as provenance records it: relative to the repository when inside it (``runs/...``), so
+    the bundle names the very checkpoint it came from (``bench/fewshot_agreement.py`` checks it)."""
+    try:
+        return str(path.resolve().relative_to(Path(__file__).resolve().parent.parent))
+    except ValueError:
+        return str(path)
+
+
 def _distillation(state: dict) -> str | None:
     """The teacher and view sources of the distillation behind a checkpoint (its own, or that of
     the checkpoint it was initialised from), as one phrase; None when there was none. A stage that
@@ -206,7 +215,7 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     meta["provenance"] = {
         "algorithm": algorithm,
         "data": trained_on,
-        "checkpoint": checkpoint.name,
+        "checkpoint": _repository_path(checkpoint),
         "initialised_from": state.get("init_from") or state.get("teacher"),
         "trained": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "evaluation": {"onnx_vs_torch_max_abs_diff": f"{max_diff:.2e}",

@@ -3,6 +3,7 @@ resume, export (torch vs ONNX, int8). Needs the train extra (torch, torchvision)
 import json
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -271,6 +272,11 @@ def test_export_writes_a_bundle_the_app_loads_from_a_distilled_checkpoint(tmp_pa
     figures = meta["provenance"]["evaluation"]
     assert figures["base_head_test_crops"] > 0 and 0 <= figures["base_head_cv_accuracy_int8"] <= 1
     assert "teacher T on views of broad_corpus" in meta["provenance"]["data"]
+    assert meta["provenance"]["checkpoint"] == str(checkpoint)  # outside the repository: as given
+    from training.export import _repository_path
+
+    root = Path(__file__).resolve().parent.parent.parent
+    assert _repository_path(root / "runs" / "x" / "meta_final.pt") == "runs/x/meta_final.pt"
     assert (out / f"{meta['head']}.npz").exists() and (out / meta["base_examples"]).exists()
 
 
@@ -337,6 +343,25 @@ def test_distillation_matches_the_teacher_and_resumes_mid_run(tmp_path):
         distill(DistillConfig(tmp_path, cfg.out_dir, sources=cfg.sources, input_size=32, epochs=7, batch_size=16))
     with pytest.raises(SystemExit, match="no module _blocks.4"):  # a teacher without the default stages
         distill(DistillConfig(tmp_path, tmp_path / "other", sources=cfg.sources, input_size=32, epochs=1), pools, teacher)
+
+
+def test_the_teacher_can_see_the_views_at_its_own_scale(tmp_path):
+    """--teacher-size: the teacher gets each view resized (its ImageNet scale), the student the view
+    as the runtime does; the stage-map hints are pooled onto the student's grid."""
+    from tests.training.toy import ORIENTATIONS, stripes
+    from training.distill import DistillConfig, distill
+
+    rng = np.random.default_rng(0)
+    pools = {"broad_corpus": [stripes(name, rng, size=48) for name in ORIENTATIONS for _ in range(8)]}
+    teacher = torch.nn.Sequential(torch.nn.Conv2d(3, 24, 8, stride=8), torch.nn.ReLU())
+    seen = []
+    teacher.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:])))
+    cfg = DistillConfig(tmp_path, tmp_path / "run", sources=("broad_corpus",), input_size=32, epochs=1, batch_size=16,
+                        checkpoint_minutes=0, teacher_stages=("1",), teacher_size=56)
+    state = torch.load(distill(cfg, pools, teacher), weights_only=True)
+    assert seen[0] == (32, 32) and set(seen[1:]) == {(56, 56)}  # after the size probe: statistics, then steps
+    assert len(seen) == 1 + 1 + 2 and state["teacher"].endswith("@ 56 px")
+    assert cfg.identity()["teacher_size"] == 56 and "teacher_size" not in DistillConfig(tmp_path, tmp_path).identity()
 
 
 class _StopAfter(torch.nn.Sequential):
