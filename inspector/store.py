@@ -349,11 +349,17 @@ class Store:
             yield self._conn
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise _store_error(self.path, exc) from None
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise
+
+    def _rollback(self) -> None:
+        """Roll back what is still open: Ctrl-C can land just after COMMIT returned (Python raises
+        KeyboardInterrupt between two steps), when there is nothing left to roll back."""
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]

@@ -71,6 +71,19 @@ def test_a_failed_write_leaves_nothing_half_done(tmp_path, fault_video):
         assert store.scan(scan.id).next_frame == 4
 
 
+def test_ctrl_c_just_after_a_commit_is_the_interrupt_not_a_crash(tmp_path, fault_video):
+    """Python raises KeyboardInterrupt between two steps, so it can land after COMMIT returned:
+    what was committed stays, and the interrupt (exit 130 upstream) is what comes out."""
+    with Store(tmp_path / "p") as store:
+        scan = _scan(store, fault_video)
+        with pytest.raises(KeyboardInterrupt):
+            with store.transaction() as conn:
+                conn.execute("UPDATE scans SET next_frame=7 WHERE id=?", (scan.id,))
+                conn.execute("COMMIT")  # as if the interrupt came right after the context's own COMMIT
+                raise KeyboardInterrupt
+        assert store.scan(scan.id).next_frame == 7
+
+
 def test_disk_full_is_one_clear_line_and_keeps_what_was_stored(tmp_path, fault_video):
     with Store(tmp_path / "p") as store:
         scan = _scan(store, fault_video)
