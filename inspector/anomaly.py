@@ -125,8 +125,8 @@ class AnomalyModel:
         """What set the threshold, for the operator: the held-out normal crops, or the bank's covering
         radius where that is higher (see ``fit_anomaly``)."""
         held_out = f"{false_alarm_rate:.1%} false alarms on the last {len(self.calibration)}"
-        quantile = float(np.quantile(self.calibration, 1 - false_alarm_rate, method="higher"))
-        return held_out if self.threshold <= quantile else f"the bank's covering radius, above {held_out}"
+        above = self.threshold > held_out_threshold(self.calibration, false_alarm_rate)
+        return f"the bank's covering radius, above {held_out}" if above else held_out
 
     def to_npz(self) -> bytes:
         buffer = io.BytesIO()
@@ -139,6 +139,11 @@ class AnomalyModel:
         with np.load(io.BytesIO(npz), allow_pickle=False) as data:
             return cls(region, data["bank"].astype(np.float32), threshold, data["calibration"], bundle_digest,
                        normals, version)
+
+
+def held_out_threshold(calibration: np.ndarray, false_alarm_rate: float) -> float:
+    """The score the held-out normal crops exceed at ``false_alarm_rate`` (at least one crop's)."""
+    return float(np.quantile(calibration, 1 - false_alarm_rate, method="higher"))
 
 
 def fit_anomaly(patches: np.ndarray, region: str, bundle_digest: str, bank_size: int = DEFAULT_BANK_SIZE,
@@ -160,7 +165,7 @@ def fit_anomaly(patches: np.ndarray, region: str, bundle_digest: str, bank_size:
     bank = vectors[greedy_coreset(vectors, bank_size)]
     calibration = np.sort(score_patches(patches[-held:], bank).scores)
     covering = float(score_patches(patches[:-held], bank).scores.max())
-    threshold = max(float(np.quantile(calibration, 1 - false_alarm_rate, method="higher")), covering)
+    threshold = max(held_out_threshold(calibration, false_alarm_rate), covering)
     return AnomalyModel(region, bank.astype(np.float16).astype(np.float32), threshold, calibration,
                         bundle_digest, len(patches))
 
