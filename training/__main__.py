@@ -38,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     dis.add_argument("--checkpoint-minutes", type=float, default=5.0)
     dis.add_argument("--map-weight", type=float, default=0.5,
                      help="weight of matching the teacher's stride-8/16 maps (patch features; 0: pooled only)")
-    dis.add_argument("--teacher-size", type=int,
+    dis.add_argument("--teacher-size", type=int, action="append", default=[],
                      help="the teacher sees each view resized to this many px, e.g. 224, its ImageNet scale "
-                          "(default: the input size)")
+                          "(default: the input size); repeat for several scales, taken in turn, each with its own "
+                          "projection heads")
     dis.add_argument("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
     dis.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     meta = sub.add_parser("meta-train", help="episodic meta-training (MAML, FOMAML, ANIL, Reptile, ProtoNet, Matching)")
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = DistillConfig(args.data, args.out, args.init_from, tuple(args.sources.split(",")), args.input_size,
                             args.epochs, args.batch_size, args.lr, checkpoint_minutes=args.checkpoint_minutes,
                             precision=args.precision, threads=args.threads, device=args.device,
-                            map_weight=args.map_weight, teacher_size=args.teacher_size)
+                            map_weight=args.map_weight, teacher_sizes=tuple(args.teacher_size))
         print(f"wrote {distill(cfg)}")
     elif args.command == "meta-train":
         from training.train import TrainConfig, meta_train

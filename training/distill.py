@@ -70,22 +70,30 @@ class DistillConfig:
     device: str = "auto"
     map_weight: float = 0.5  # weight of the stage-map hints beside the pooled target (0: pooled only)
     teacher_stages: tuple[str, ...] = TEACHER_STAGES  # teacher modules whose maps the student's stages match
-    # The teacher sees each view resized to this (None: as the student sees it). An ImageNet network
-    # does better near its 224 px training scale: the student, still at input_size, learns the
-    # function of the teacher at its best scale on the very pixels the student gets.
-    teacher_size: int | None = None
+    # The teacher sees each view resized to these sizes (empty: as the student sees it). An ImageNet
+    # network does better near its 224 px training scale: the student, still at input_size, learns the
+    # function of the teacher at its best scale on the very pixels the student gets. With several
+    # sizes the steps take them in turn, each with its own projection heads: the one embedding must
+    # predict the teacher at every scale (what the teacher sees at 128 px is not all kept at 224).
+    teacher_sizes: tuple[int, ...] = ()
 
     def identity(self) -> dict:
         """What a resumed run must agree on (the schedule and the data depend on these)."""
         keys = (("sources", "input_size", "epochs", "batch_size", "seed") + (("map_weight",) if self.map_weight else ())
-                + (("teacher_size",) if self.teacher_size else ()))
-        return {k: v for k, v in asdict(self).items() if k in keys}
+                + (("teacher_sizes",) if self.teacher_sizes else ()))
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k in keys}
 
-    def for_teacher(self, views: torch.Tensor) -> torch.Tensor:
-        """The student's normalised views at the teacher's size."""
-        if not self.teacher_size or self.teacher_size == views.shape[-1]:
-            return views
-        return F.interpolate(views, size=(self.teacher_size, self.teacher_size), mode="bilinear", align_corners=False)
+    @property
+    def scales(self) -> tuple[int, ...]:
+        """The teacher's input sizes, in the order the steps take them."""
+        return tuple(self.teacher_sizes) or (self.input_size,)
+
+
+def for_teacher(views: torch.Tensor, size: int) -> torch.Tensor:
+    """The student's normalised views at the teacher's size."""
+    if size == views.shape[-1]:
+        return views
+    return F.interpolate(views, size=(size, size), mode="bilinear", align_corners=False)
 
 
 def load_teacher() -> nn.Module:
@@ -236,10 +244,11 @@ def _device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
-def feature_stats(teacher: nn.Module, taps: StageTaps, pools: Pools, cfg: DistillConfig, device: torch.device):
+def feature_stats(teacher: nn.Module, taps: StageTaps, pools: Pools, cfg: DistillConfig, device: torch.device,
+                  teacher_size: int):
     """Per-dimension mean and std of the teacher's pooled features, and per channel of its tapped
-    stage maps, on plain views of every source, fixed for the whole run (standardised targets weigh
-    every dimension alike)."""
+    stage maps, on plain views of every source seen at ``teacher_size``, fixed for the whole run
+    (standardised targets weigh every dimension alike)."""
     size = cfg.input_size
     resize = A.Compose([A.SmallestMaxSize(size), A.CenterCrop(size, size)])
     images = [image for pool in pools.values() for image in pool]
@@ -248,7 +257,7 @@ def feature_stats(teacher: nn.Module, taps: StageTaps, pools: Pools, cfg: Distil
     feats, maps = [], []
     with torch.no_grad():
         for i in range(0, len(views), 128):
-            feats.append(teacher_features(teacher, cfg.for_teacher(normalise(views[i:i + 128], device))))
+            feats.append(teacher_features(teacher, for_teacher(normalise(views[i:i + 128], device), teacher_size)))
             maps.append([m.float().transpose(0, 1).flatten(1) for m in taps.maps()])  # C x (N*H*W) per stage
     feats = torch.cat(feats)
     map_stats = [(torch.cat(per, 1).mean(1), torch.cat(per, 1).std(1) + 1e-3) for per in zip(*maps)]
@@ -265,7 +274,7 @@ def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module |
     final = cfg.out_dir / "distill_final.pt"
     ckpt_path = cfg.out_dir / "distill_last.pt"
     previous = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.exists() else None
-    if previous is not None and previous["identity"] != {**cfg.identity(), "sources": list(cfg.sources)}:
+    if previous is not None and previous["identity"] != cfg.identity():
         raise SystemExit(f"{ckpt_path} was started with other settings ({previous['identity']}): "
                          "rerun with those, or use a new --out")
     if previous is not None and previous["done"] and final.exists():
@@ -283,36 +292,39 @@ def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module |
     teacher_taps, student_taps = StageTaps(teacher, stages), StageTaps(student.trunk, STUDENT_STAGES[:len(stages)])
     probe = torch.zeros(2, 3, cfg.input_size, cfg.input_size, device=device)
     with torch.no_grad():
-        projector = nn.Linear(EMBEDDING_SIZE, teacher_features(teacher, probe).shape[1]).to(device)
+        width = teacher_features(teacher, probe).shape[1]
         student.eval()(probe)
-    map_projectors = nn.ModuleList(nn.Conv2d(s.shape[1], t.shape[1], 1) for s, t in
-                                   zip(student_taps.maps(), teacher_taps.maps())).to(device)
-    optimiser = torch.optim.AdamW([*student.parameters(), *projector.parameters(), *map_projectors.parameters()],
+    # One set of projection heads per teacher scale: the pooled target, and the stage-map hints.
+    projectors = nn.ModuleList(nn.Linear(EMBEDDING_SIZE, width) for _ in cfg.scales).to(device)
+    map_projectors = nn.ModuleList(nn.ModuleList(nn.Conv2d(s.shape[1], t.shape[1], 1) for s, t in
+                                                 zip(student_taps.maps(), teacher_taps.maps())) for _ in cfg.scales).to(device)
+    optimiser = torch.optim.AdamW([*student.parameters(), *projectors.parameters(), *map_projectors.parameters()],
                                   lr=cfg.lr, weight_decay=cfg.weight_decay)
     plan = Schedule(names, [len(pools[n]) for n in names], cfg.batch_size, cfg.seed)
     total = cfg.epochs * plan.steps_per_epoch
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, cfg.lr, total_steps=total, pct_start=0.05,
                                                    anneal_strategy="cos")
     if previous is not None:
-        restore(ckpt_path, device, student=student, projector=projector, optimiser=optimiser, schedule=schedule,
+        restore(ckpt_path, device, student=student, projectors=projectors, optimiser=optimiser, schedule=schedule,
                 **({"map_projectors": map_projectors} if stages else {}))
-        mean, std = previous["target_mean"].to(device), previous["target_std"].to(device)
-        map_stats = [(m.to(device), v.to(device)) for m, v in previous.get("map_stats", [])]
+        stats = [(mean.to(device), std.to(device), [(m.to(device), v.to(device)) for m, v in maps])
+                 for mean, std, maps in previous["target_stats"]]
         position, seen, spent = int(previous["position"]), int(previous["images_seen"]), float(previous["seconds"])
         log.info("resuming at step %d of %d", position, total)
     else:
-        mean, std, map_stats = feature_stats(teacher, teacher_taps, pools, cfg, device)
+        stats = [feature_stats(teacher, teacher_taps, pools, cfg, device, size) for size in cfg.scales]
         position, seen, spent = 0, 0, 0.0
     pipelines = view_pipelines(cfg.input_size)
     log_path = cfg.out_dir / "distill_log.csv"
 
     def checkpoint(done: bool = False) -> None:
-        save_atomically({"student": student.state_dict(), "projector": projector.state_dict(),
-                         "map_projectors": map_projectors.state_dict(), "map_stats": [(m.cpu(), v.cpu()) for m, v in map_stats],
-                         "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
-                         "target_mean": mean.cpu(), "target_std": std.cpu(), "position": position,
+        save_atomically({"student": student.state_dict(), "projectors": projectors.state_dict(),
+                         "map_projectors": map_projectors.state_dict(),
+                         "target_stats": [(mean.cpu(), std.cpu(), [(m.cpu(), v.cpu()) for m, v in maps])
+                                          for mean, std, maps in stats],
+                         "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(), "position": position,
                          "images_seen": seen, "seconds": spent, "done": done,
-                         "identity": {**cfg.identity(), "sources": list(cfg.sources)}}, ckpt_path)
+                         "identity": cfg.identity()}, ckpt_path)
 
     student.train()
     last_save, window_loss, window_steps, window_start = time.monotonic(), 0.0, 0, time.monotonic()
@@ -323,13 +335,16 @@ def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module |
         generator.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, step]).generate_state(1)[0]))
         views = draw_views(pools, names, plan.batch(epoch, step), pipelines, [cfg.seed, epoch, step])
         x = mix(normalise(views, device), cfg.mix_share, generator).contiguous(memory_format=torch.channels_last)
+        scale = position % len(cfg.scales)  # the teacher's scales in turn, so a resumed run keeps the order
+        mean, std, map_stats = stats[scale]
         with torch.no_grad(), low_precision(device, cfg.precision):
-            target = (teacher_features(teacher, cfg.for_teacher(x)) - mean) / std
+            target = (teacher_features(teacher, for_teacher(x, cfg.scales[scale])) - mean) / std
             teacher_maps = teacher_taps.maps()
         with low_precision(device, cfg.precision):
-            loss = F.mse_loss(projector(student.forward_features(x)).float(), target)
+            loss = F.mse_loss(projectors[scale](student.forward_features(x)).float(), target)
             if map_stats:
-                loss = loss + cfg.map_weight * map_loss(student_taps.maps(), teacher_maps, map_projectors, map_stats)
+                loss = loss + cfg.map_weight * map_loss(student_taps.maps(), teacher_maps, map_projectors[scale],
+                                                        map_stats)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -349,12 +364,13 @@ def distill(cfg: DistillConfig, pools: Pools | None = None, teacher: nn.Module |
             checkpoint(done=position == total)
             last_save = time.monotonic()
     save_atomically({"model": {f"trunk.{k}": v for k, v in student.trunk.state_dict().items()}, "labels": [],
-                     "input_size": cfg.input_size, "teacher": f"efficientnet-lite0 ImageNet @ {cfg.teacher_size or cfg.input_size} px",
+                     "input_size": cfg.input_size, "teacher": f"efficientnet-lite0 ImageNet @ {' + '.join(map(str, cfg.scales))} px",
                      "views": names, "images_seen": seen, "seconds": round(spent, 1),
                      "init_from": str(cfg.init_from) if cfg.init_from else None,
-                     # the hint projectors fit this trunk: export appends them to anomaly mode's patches
+                     # the hint projectors fit this trunk (those of the first teacher scale): export appends
+                     # them to anomaly mode's patches
                      **({"patch_projection": {"layers": list(STUDENT_STAGES[:len(stages)]),
-                                              "state": map_projectors.state_dict()}} if stages else {})}, final)
+                                              "state": map_projectors[0].state_dict()}} if stages else {})}, final)
     return final
 
 

@@ -324,7 +324,7 @@ def test_distillation_matches_the_teacher_and_resumes_mid_run(tmp_path):
     hints = state["patch_projection"]  # travels with the trunk it fits, for anomaly mode's patches
     assert hints["layers"] == ["layer2"] and hints["state"]["0.weight"].shape == (24, 128, 1, 1)
     assert torch.equal(hints["state"]["0.weight"],
-                       torch.load(cfg.out_dir / "distill_last.pt", weights_only=True)["map_projectors"]["0.weight"])
+                       torch.load(cfg.out_dir / "distill_last.pt", weights_only=True)["map_projectors"]["0.0.weight"])
     distill(cfg)  # finished: neither the data nor the teacher is loaded again
     assert len((cfg.out_dir / "distill_log.csv").read_text().splitlines()) == 7
 
@@ -345,9 +345,10 @@ def test_distillation_matches_the_teacher_and_resumes_mid_run(tmp_path):
         distill(DistillConfig(tmp_path, tmp_path / "other", sources=cfg.sources, input_size=32, epochs=1), pools, teacher)
 
 
-def test_the_teacher_can_see_the_views_at_its_own_scale(tmp_path):
+def test_the_teacher_can_see_the_views_at_its_own_scales(tmp_path):
     """--teacher-size: the teacher gets each view resized (its ImageNet scale), the student the view
-    as the runtime does; the stage-map hints are pooled onto the student's grid."""
+    as the runtime does; the stage-map hints are pooled onto the student's grid. Several sizes: the
+    steps take them in turn, each scale with its own heads and statistics, and a resumed run keeps the turn."""
     from tests.training.toy import ORIENTATIONS, stripes
     from training.distill import DistillConfig, distill
 
@@ -357,11 +358,27 @@ def test_the_teacher_can_see_the_views_at_its_own_scale(tmp_path):
     seen = []
     teacher.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:])))
     cfg = DistillConfig(tmp_path, tmp_path / "run", sources=("broad_corpus",), input_size=32, epochs=1, batch_size=16,
-                        checkpoint_minutes=0, teacher_stages=("1",), teacher_size=56)
+                        checkpoint_minutes=0, teacher_stages=("1",), teacher_sizes=(56,))
     state = torch.load(distill(cfg, pools, teacher), weights_only=True)
     assert seen[0] == (32, 32) and set(seen[1:]) == {(56, 56)}  # after the size probe: statistics, then steps
     assert len(seen) == 1 + 1 + 2 and state["teacher"].endswith("@ 56 px")
-    assert cfg.identity()["teacher_size"] == 56 and "teacher_size" not in DistillConfig(tmp_path, tmp_path).identity()
+    assert cfg.identity()["teacher_sizes"] == [56] and "teacher_sizes" not in DistillConfig(tmp_path, tmp_path).identity()
+
+    seen.clear()
+    both = DistillConfig(tmp_path, tmp_path / "both", sources=("broad_corpus",), input_size=32, epochs=2, batch_size=16,
+                         checkpoint_minutes=0, teacher_stages=("1",), teacher_sizes=(32, 56))
+    stopping = _StopAfter(teacher, 3 + 3)  # 3 of the 4 steps (+3: the probe, a statistics pass per scale)
+    stopping.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:])))
+    with pytest.raises(KeyboardInterrupt):
+        distill(both, pools, stopping)
+    distill(both, pools, teacher)
+    assert seen[1:3] == [(32, 32), (56, 56)]  # each scale's statistics
+    assert seen[3:6] + seen[-1:] == [(32, 32), (56, 56), (32, 32), (56, 56)]  # 3 steps, and the one after resuming
+    last = torch.load(both.out_dir / "distill_last.pt", weights_only=True)
+    assert len(last["target_stats"]) == 2 and set(last["projectors"]) == {"0.weight", "0.bias", "1.weight", "1.bias"}
+    final = torch.load(both.out_dir / "distill_final.pt", weights_only=True)
+    assert final["teacher"].endswith("@ 32 + 56 px")
+    assert torch.equal(final["patch_projection"]["state"]["0.weight"], last["map_projectors"]["0.0.weight"])
 
 
 class _StopAfter(torch.nn.Sequential):
