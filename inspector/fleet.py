@@ -77,8 +77,7 @@ def scan_task(bundle_dir: str, precision: str, threads: int, head_json: str, hea
                               keep_embeddings=keep_embeddings, anomaly=anomaly)
             result = scanner.scan(video)
             scan = store.scan(result.scan_id)
-            embeddings = [(f, c, bytes(v)) for f, c, v in store.connection.execute(
-                "SELECT frame, crop, vector FROM embeddings WHERE scan_id=?", (scan.id,))]
+            embeddings = [(f, c, bytes(v)) for batch in store.scan_embeddings(scan.id) for f, c, v in batch]
             return RemoteScan(result.status, result.message, result.samples, scan.next_frame, scan.frames_done,
                               scan.decode_errors, result.seconds, store.detections(scan.id), embeddings,
                               store.findings(scan.id), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

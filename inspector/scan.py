@@ -287,11 +287,10 @@ def reclassify(store: Store, head: Head, progress: Callable[[int, int], None] | 
         # now calls the crop no fault, and gives way where a fault type now claims it.
         anomalies = {(d.frame, d.crop): d for d in store.detections(scan.id, faults_only=True)
                      if d.class_name == ANOMALY}
-        cursor = store.connection.execute("SELECT frame, crop, vector FROM embeddings WHERE scan_id=?", (scan.id,))
         rows: list[tuple] = []  # (scan, frame, crop, region, class, score, fault): straight to executemany
         faults: list[DetectionRow] = []
         seen = 0
-        while batch := cursor.fetchmany(chunk):
+        for batch in store.scan_embeddings(scan.id, chunk):
             frames, names, blobs = zip(*batch)
             vectors = np.frombuffer(b"".join(blobs), np.float16).reshape(len(batch), -1).astype(np.float32)
             if vectors.shape[1] != head.embedding_size:

@@ -631,6 +631,13 @@ class Store:
                            np.frombuffer(emb, np.float32).copy(), i, finding)
                 for n, src, v, fr, c, r, b, img, h, emb, i, finding in rows]
 
+    def scan_embeddings(self, scan_id: int, chunk: int = 65536) -> Iterator[list[tuple[int, str, bytes]]]:
+        """A scan's cached embeddings as (frame, crop, float16 bytes), ``chunk`` rows at a time:
+        re-classifying hundreds of thousands of crops never holds them all."""
+        cursor = self._conn.execute("SELECT frame, crop, vector FROM embeddings WHERE scan_id=?", (scan_id,))
+        while batch := cursor.fetchmany(chunk):
+            yield batch
+
     def cached_embeddings(self, video_id: int, bundle_digest: str,
                           wanted: Sequence[tuple[int, str]]) -> dict[tuple[int, str], np.ndarray]:
         """Embeddings of (frame, crop) pairs cached by scans of this video with this bundle."""

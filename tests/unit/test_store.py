@@ -1,5 +1,6 @@
 import sqlite3
 
+import numpy as np
 import pytest
 
 from inspector.errors import StoreError
@@ -49,6 +50,20 @@ def test_rewriting_a_batch_replaces_never_doubles(tmp_path, fault_video):
         store.write_batch(scan.id, _rows(range(5, 15)), [], 15, 15, 0)
         assert store.detection_count(scan.id) == 15
         assert store.scan(scan.id).next_frame == 15
+
+
+def test_a_scans_embeddings_come_back_in_chunks_of_that_scan_only(tmp_path, fault_video):
+    """Re-classification and the Ray driver read cached embeddings through this, chunk by chunk."""
+    with Store(tmp_path / "p") as store:
+        first = _scan(store, fault_video).id
+        second = store.open_scan(store.videos()[0].id, "bundle2", "tiny", "fp32", "test", "prof1", "text", 1).id
+        vectors = {f: np.full(4, f, np.float16).tobytes() for f in range(5)}
+        store.write_batch(first, [], [(f, "track", v) for f, v in vectors.items()], 5, 5, 0)
+        store.write_batch(second, [], [(9, "track", vectors[0])], 10, 1, 0)
+        batches = list(store.scan_embeddings(first, chunk=2))
+        assert [len(b) for b in batches] == [2, 2, 1]
+        assert sorted((f, c, bytes(v)) for b in batches for f, c, v in b) == [(f, "track", v) for f, v in vectors.items()]
+        assert [f for b in store.scan_embeddings(second) for f, _, _ in b] == [9]
 
 
 def test_same_scan_is_resumed_not_duplicated(tmp_path, fault_video):
