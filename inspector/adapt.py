@@ -148,15 +148,16 @@ def _check_support(embeddings: np.ndarray, labels: Sequence[str], classes: Seque
 
 def _prototypes(x: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec]) -> tuple[np.ndarray, np.ndarray]:
     """Unit prototypes per class and, for fault classes, a floor under which a crop is "none of
-    these": its least typical example's leave-one-out similarity, less a margin."""
+    these": its least typical example's leave-one-out similarity, less a margin. A class whose
+    examples are near copies of one view gets none here (``_view_floors``)."""
     prototypes = np.zeros((len(classes), x.shape[1]), np.float32)
     floors = np.full(len(classes), -1.0, np.float32)
     for k, spec in enumerate(classes):
         members = x[targets == k]
         total = members.sum(axis=0)
         prototypes[k] = total / max(np.linalg.norm(total), 1e-12)
-        if spec.normal or len(members) < 2:
-            continue  # normal classes are never called as faults; one example cannot calibrate
+        if spec.normal or len(members) < 2 or _near_copies(members):
+            continue  # normal classes are never called as faults; one example or one view cannot calibrate
         rest = total[None, :] - members
         rest /= np.maximum(np.linalg.norm(rest, axis=1, keepdims=True), 1e-12)
         similarity = np.einsum("nd,nd->n", members, rest)
@@ -164,10 +165,31 @@ def _prototypes(x: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec]
     return prototypes, floors
 
 
+def _view_floors(x: np.ndarray, plain: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec],
+                 scope: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """For fault classes whose examples are near copies of one view: the view (unit mean of the
+    plain embeddings) and a floor, the plain similarity of the view to the nearest example of any
+    other class in its regions, less a margin. Five frames of one passage cannot say how far the
+    fault's other instances lie (a sleeper video: their own floor admitted none of 13 passages), but
+    a crop farther from the view than the normal examples are is unlike anything labelled (a blank
+    tile). Plain embeddings, since in the head's centred space two views lie opposite each other
+    whatever they show. None when no class needs it."""
+    views = np.zeros((len(classes), plain.shape[1]), np.float32)
+    floors = np.full(len(classes), -1.0, np.float32)
+    for k, spec in enumerate(classes):
+        members = targets == k
+        others = ~members & scope[:, k]
+        if spec.normal or members.sum() < 2 or not others.any() or not _near_copies(x[members]):
+            continue
+        total = plain[members].sum(axis=0)
+        views[k] = total / max(np.linalg.norm(total), 1e-12)
+        floors[k] = float((plain[others] @ views[k]).max()) - FLOOR_MARGIN
+    return (views, floors) if (floors > -1).any() else (None, None)
+
+
 def _near_copies(members: np.ndarray) -> bool:
     """Whether two or more examples are all alike at ``NEAR_COPY_SIMILARITY`` or more: five frames of
-    one passage. The "none of these" floor drawn from them admits only that view (a sleeper video of
-    ../shared/tools: 0 of 13 passages found, docs/benchmarks.md "Open set"), so the operator is told."""
+    one passage. Their spread says nothing of the fault's (``_view_floors``), and the operator is told."""
     if len(members) < 2:
         return False
     similarity = members @ members.T
@@ -400,6 +422,7 @@ def adapt(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[Class
                                   f"{rivals[0]}; add normal examples of that region")
     weight, bias = inner_loop(x, targets, len(classes), params, steps, step_size, scope)
     prototypes, floors = _prototypes(x.astype(np.float32), targets, classes)
+    views, view_floors = _view_floors(x, l2_normalise(embeddings.astype(np.float32)), targets, classes, scope)
     judged = np.ones(len(x), bool) if judged is None else np.asarray(judged, bool)
     regions = np.asarray(where, dtype=object)
     own = _scoped_logits(x, weight, bias, scope, params.logit_scale)
@@ -411,14 +434,16 @@ def adapt(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[Class
             alarm[k] = thresholds[spec.name]
     head = Head(tuple(c.name for c in classes), weight, bias, tuple(c.normal for c in classes),
                 tuple(tuple(c.regions) for c in classes), threshold, params.logit_scale, version, dict(info or {}),
-                prototypes, floors, {r: c.astype(np.float32) for r, c in centers.items()}, temperatures, alarm)
+                prototypes, floors, {r: c.astype(np.float32) for r, c in centers.items()}, temperatures, alarm,
+                views, view_floors)
     loo = _loo_accuracy(x, targets, scope, judged, len(classes), params, steps, step_size)
     counts = Counter(labels)
     judged_classes = {labels[i] for i in np.flatnonzero(judged)}
     warnings = [f"only {counts[name]} example(s) of {name}: label at least {MIN_EXAMPLES}"
                 for name in sorted(judged_classes) if counts[name] < MIN_EXAMPLES]
-    warnings += [f"the {counts[spec.name]} examples of {spec.name} are near copies of one view: the app will find "
-                 f"{spec.name} only where it looks just like them; label it where it looks different too (other passages)"
+    warnings += [f"the {counts[spec.name]} examples of {spec.name} are near copies of one view, so they cannot show "
+                 f"how much {spec.name} varies: the app calls it wherever a crop is nearer to them than the normal "
+                 "examples are; label it where it looks different too (other passages) for sharper decisions"
                  for k, spec in enumerate(classes) if spec.name in judged_classes and not spec.normal
                  and _near_copies(x[targets == k])]
     if loo is not None and loo < MIN_LOO_ACCURACY:

@@ -14,7 +14,11 @@ every track score as it was; in units of the head's margin on its own examples, 
 serves supports of any size: ``inspector.adapt.calibrate``). A fault is called only when that probability exceeds the class's alarm
 threshold (``thresholds``) and, where the head carries class prototypes,
 the crop is at least as similar to that class's prototype as the class's own examples were
-(``similarity_floor``): a crop unlike anything labelled is "none of these", not a fault.
+(``similarity_floor``): a crop unlike anything labelled is "none of these", not a fault. A class
+whose examples are all one view (five frames of one passage) has no such floor, since the view
+shows nothing of how its instances vary; it has a view floor instead (``views``, ``view_floor``,
+on the plain embeddings): the crop must be nearer that view than the nearest example of any
+other class is.
 """
 from __future__ import annotations
 
@@ -67,6 +71,8 @@ class Head:
     centers: dict[str, np.ndarray] = field(default_factory=dict)  # region ("*": any) -> D
     temperatures: dict[str, float] = field(default_factory=dict)  # region ("*": any) -> T; empty: not fitted
     thresholds: np.ndarray | None = None  # C: alarm threshold per class on the calibrated score
+    views: np.ndarray | None = None  # C x D, unit length: mean plain embedding of a one-view class
+    view_floor: np.ndarray | None = None  # C: lowest plain cosine to its view a fault call needs (-1: none)
 
     def __post_init__(self) -> None:
         count = len(self.classes)
@@ -80,6 +86,9 @@ class Head:
                 self.prototypes is not None and (self.prototypes.shape != self.weight.shape
                                                  or self.similarity_floor.shape != (count,))):
             raise ValueError("prototypes (C x D) and similarity_floor (C) go together")
+        if (self.views is None) != (self.view_floor is None) or (
+                self.views is not None and (self.views.shape != self.weight.shape or self.view_floor.shape != (count,))):
+            raise ValueError("views (C x D) and view_floor (C) go together")
         if any(not t > 0 for t in self.temperatures.values()):
             raise ValueError("temperatures must be positive")
         if self.thresholds is not None and self.thresholds.shape != (count,):
@@ -113,13 +122,16 @@ class Head:
     def logits(self, embeddings: np.ndarray, region: str | None = None) -> np.ndarray:
         return self.logit_scale * (self.features(embeddings, region) @ self.weight.T + self.bias)
 
-    def known(self, features: np.ndarray, class_index: np.ndarray) -> np.ndarray:
-        """Whether each crop is close enough to the prototype of its class to be that class."""
-        if self.prototypes is None:
-            return np.ones(len(features), bool)
+    def known(self, features: np.ndarray, class_index: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        """Whether each crop (``features`` as the head sees it, and its plain ``embeddings``) is close
+        enough to the prototype, or the one view, of its class to be that class."""
+        known = np.ones(len(features), bool)
         index = np.maximum(class_index, 0)
-        similarity = np.einsum("nd,nd->n", features, self.prototypes[index])
-        return similarity >= self.similarity_floor[index]
+        if self.prototypes is not None:
+            known &= np.einsum("nd,nd->n", features, self.prototypes[index]) >= self.similarity_floor[index]
+        if self.views is not None:
+            known &= np.einsum("nd,nd->n", l2_normalise(embeddings), self.views[index]) >= self.view_floor[index]
+        return known
 
     def predict(self, embeddings: np.ndarray, region: str | None = None) -> np.ndarray:
         """Class probabilities, N x C."""
@@ -152,7 +164,7 @@ class Head:
         logits[:, ~mask] = -np.inf
         top = logits.argmax(axis=1)
         score = self.scores(logits, region)[np.arange(n), top].astype(np.float32)
-        fault = ~np.asarray(self.normal, bool)[top] & (score > self.threshold_of(top)) & self.known(features, top)
+        fault = ~np.asarray(self.normal, bool)[top] & (score > self.threshold_of(top)) & self.known(features, top, embeddings)
         return Prediction(top, score, fault)
 
     def with_thresholds(self, thresholds: np.ndarray) -> Head:
@@ -178,6 +190,8 @@ class Head:
             arrays["centers"] = np.stack([c.astype(np.float32) for c in self.centers.values()])
         if self.thresholds is not None:
             arrays["thresholds"] = self.thresholds.astype(np.float32)
+        if self.views is not None:
+            arrays.update(views=self.views.astype(np.float32), view_floor=self.view_floor.astype(np.float32))
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         return buffer.getvalue()
@@ -195,7 +209,7 @@ class Head:
                        float(meta["threshold"]), float(meta["logit_scale"]), int(meta.get("version", 1)),
                        dict(meta.get("info", {})), arrays.get("prototypes"), arrays.get("similarity_floor"),
                        centers, {str(k): float(v) for k, v in meta.get("temperatures", {}).items()},
-                       arrays.get("thresholds"))
+                       arrays.get("thresholds"), arrays.get("views"), arrays.get("view_floor"))
         except (OSError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{type(exc).__name__}: {exc}") from None
 

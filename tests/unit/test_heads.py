@@ -174,18 +174,27 @@ def test_one_hard_normal_example_does_not_silence_a_fault_type():
         assert called > 0.5, (seed, called, head.thresholds)
 
 
-def test_the_operator_is_told_when_examples_are_near_copies_of_one_view():
-    """Five frames of one passage show one view of the fault: the "none of these" floor drawn from
-    them (their mutual similarity, 0.99) admits only that view (a ../shared/tools video: 0 of 13
-    found). The operator is told so; distinct examples draw no such warning."""
+def test_examples_that_are_near_copies_of_one_view_get_a_floor_from_the_other_classes():
+    """Five frames of one passage show one view of the fault: a "none of these" floor drawn from
+    them (their mutual similarity, 0.99) would admit only that view (a ../shared/tools video: 0 of
+    13 found). Instead the crop must be nearer the view than the normal examples are: other
+    instances of the fault are found, a blank crop unlike anything labelled is not. The operator is
+    told; distinct examples draw no warning and keep their own floor."""
     rng = np.random.default_rng(0)
-    view = np.array([1.0, 0.3, 0.0])
-    normal = rng.normal([0.0, 1.0, 0.0], 0.15, (8, 3))
+    view = np.array([1.0, 0.3, 0.0, 0.0])
+    normal = rng.normal([0.0, 1.0, 0.0, 0.0], 0.15, (8, 4))
     labels = ["fault"] * 5 + ["normal"] * 8
     specs = [ClassSpec("fault", False), ClassSpec("normal", True)]
-    copies = view + rng.normal(0, 0.005, (5, 3))
-    _, quality = adapt(np.concatenate([copies, normal]).astype(np.float32), labels, specs, PARAMS)
+    copies = view + rng.normal(0, 0.005, (5, 4))
+    head, quality = adapt(np.concatenate([copies, normal]).astype(np.float32), labels, specs, PARAMS)
     assert any("near copies of one view" in w for w in quality.warnings), quality.warnings
-    spread = view + rng.normal(0, 0.2, (5, 3))
-    _, quality = adapt(np.concatenate([spread, normal]).astype(np.float32), labels, specs, PARAMS)
+    assert head.similarity_floor[0] == -1 and 0 < head.view_floor[0] < 0.9 and head.view_floor[1] == -1
+    others = rng.normal([1.0, 0.0, 0.5, 0.0], 0.1, (50, 4)).astype(np.float32)  # the fault, seen otherwise
+    assert head.classify(others, "anywhere").is_fault.mean() > 0.9
+    blank = np.array([[0.0, -0.3, 0.0, 1.0], [0.2, -0.3, 0.0, 1.0]], np.float32)  # like neither view
+    assert head.predict(blank)[:, 0].min() > 0.5 and not head.classify(blank, "anywhere").is_fault.any()
+    assert Head.from_parts(head.to_json(), head.to_npz()).view_floor.tolist() == head.view_floor.tolist()
+    spread = view + rng.normal(0, 0.2, (5, 4))
+    head, quality = adapt(np.concatenate([spread, normal]).astype(np.float32), labels, specs, PARAMS)
     assert not any("near copies" in w for w in quality.warnings), quality.warnings
+    assert head.views is None and head.similarity_floor[0] > -1
