@@ -2,33 +2,58 @@
 
 ``forward_features`` maps images to pooled embeddings (what the ONNX backbone exports);
 ``forward_head`` applies the optional linear classifier used by supervised pre-training.
+
+The embedding is the last stage's global average pool (512-d), or, with ``pooled`` naming several
+stages, their pools each L2-normalised and concatenated (layer4 + layer3: 768-d): mid-level
+features carry more of what tells textures and surface defects apart in domains the trunk never
+saw (docs/model-card.md, "Stage 3 pooled beside stage 4").
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
 from inspector.bundle import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (the bundle's normalisation, re-exported)
 
-EMBEDDING_SIZE = 512
+EMBEDDING_SIZE = 512  # the last stage's pool: ResNet18's own embedding
+STAGE_WIDTHS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
+LAST_STAGE = ("layer4",)
 
 
 class EmbeddingNet(nn.Module):
-    """ResNet18 trunk + global average pool -> 512-d embedding; optional linear head."""
+    """ResNet18 trunk + global average pool of the ``pooled`` stages -> embedding; optional linear head."""
 
-    def __init__(self, num_classes: int = 0, imagenet_weights: bool = False) -> None:
+    def __init__(self, num_classes: int = 0, imagenet_weights: bool = False,
+                 pooled: tuple[str, ...] = LAST_STAGE) -> None:
         super().__init__()
+        unknown = [stage for stage in pooled if stage not in STAGE_WIDTHS]
+        if unknown or not pooled:
+            raise ValueError(f"pooled stages must be among {', '.join(STAGE_WIDTHS)}, not {', '.join(unknown) or 'none'}")
         weights = ResNet18_Weights.IMAGENET1K_V1 if imagenet_weights else None
         trunk = resnet18(weights=weights)
         trunk.fc = nn.Identity()
         self.trunk = trunk
-        self.head = nn.Linear(EMBEDDING_SIZE, num_classes) if num_classes else nn.Identity()
+        self.pooled = tuple(pooled)
+        self.embedding_size = sum(STAGE_WIDTHS[stage] for stage in self.pooled)
+        self.head = nn.Linear(self.embedding_size, num_classes) if num_classes else nn.Identity()
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.trunk(images)
+        if self.pooled == LAST_STAGE:
+            return self.trunk(images)
+        t = self.trunk
+        x = t.maxpool(t.relu(t.bn1(t.conv1(images))))
+        pools = {}
+        for stage in STAGE_WIDTHS:
+            x = getattr(t, stage)(x)
+            if stage in self.pooled:
+                pools[stage] = F.normalize(x.mean(dim=(2, 3)), dim=1)
+            if len(pools) == len(self.pooled):
+                break
+        return torch.cat([pools[stage] for stage in self.pooled], dim=1)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
@@ -37,21 +62,23 @@ class EmbeddingNet(nn.Module):
         return self.forward_head(self.forward_features(images))
 
 
-def embedding_net(init_from: Path | None = None, calibration: torch.Tensor | None = None) -> EmbeddingNet:
+def embedding_net(init_from: Path | None = None, calibration: torch.Tensor | None = None,
+                  pooled: tuple[str, ...] = LAST_STAGE) -> EmbeddingNet:
     """A fresh embedding network, or one that starts where an earlier stage ended: a checkpoint's
     trunk (its ``model``; a pre-training classifier in it is left behind), or a model bundle folder
     (the weights read back from its ONNX, ``training.from_onnx``; ``calibration`` images re-create
-    its BatchNorm statistics, without them BatchNorm is exact only with frozen statistics)."""
+    its BatchNorm statistics, without them BatchNorm is exact only with frozen statistics).
+    ``pooled``: the stages the embedding pools (the trunk's weights do not depend on it)."""
     if init_from is None:
-        return EmbeddingNet()
+        return EmbeddingNet(pooled=pooled)
     init_from = Path(init_from)
     if init_from.is_dir():
         from inspector.bundle import load_bundle
         from training.from_onnx import net_from_onnx
 
         bundle = load_bundle(init_from)
-        return net_from_onnx(bundle.backbones.get("fp32") or bundle.backbones["int8"], calibration)
-    net = EmbeddingNet()
+        return net_from_onnx(bundle.backbones.get("fp32") or bundle.backbones["int8"], calibration, pooled)
+    net = EmbeddingNet(pooled=pooled)
     state = torch.load(init_from, map_location="cpu", weights_only=True)
     net.trunk.load_state_dict({k.removeprefix("trunk."): v for k, v in state["model"].items()
                                if k.startswith("trunk.")})

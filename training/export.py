@@ -20,7 +20,7 @@ from inspector.backbone import Backbone
 from inspector.bundle import AdaptationParams, Preprocessing, bundle_json, load_bundle, write_bundle_json
 from inspector.fewshot import group_fraction, load_crop
 from inspector.heads import Head
-from training.backbone import EMBEDDING_SIZE, EmbeddingNet, FeatureExtractor
+from training.backbone import LAST_STAGE, EmbeddingNet, FeatureExtractor
 from training.patch_features import add_patch_features, projection_of
 from training.sources import TRACK_COMPONENT_CLASSES, Source, load_sources
 
@@ -153,7 +153,7 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     in the provenance so ``inspector bundle info`` shows how the bundle scored."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     size = int(state.get("input_size", 128))
-    net = EmbeddingNet(num_classes=len(state["labels"]))
+    net = EmbeddingNet(num_classes=len(state["labels"]), pooled=tuple(state.get("pooled", LAST_STAGE)))
     net.load_state_dict(state["model"])
     # A meta-trained checkpoint carries the inner loop it learned; pre-training uses the fixed one.
     adaptation = state.get("adaptation") or BASELINE_ADAPTATION
@@ -169,7 +169,7 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     with torch.no_grad():
         reference = extractor(_to_tensor(train_crops[:32])).numpy()
     params = AdaptationParams.from_json(adaptation, "export")
-    meta = bundle_json(out.name, Preprocessing(size), EMBEDDING_SIZE, {"fp32": fp32_path.name}, params)
+    meta = bundle_json(out.name, Preprocessing(size), net.embedding_size, {"fp32": fp32_path.name}, params)
     write_bundle_json(out, meta)
     fp32 = Backbone(load_bundle(out), "fp32", threads=2)
     max_diff = float(np.abs(fp32.embed(train_crops[:32]) - reference).max())
@@ -217,6 +217,7 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
         "data": trained_on,
         "checkpoint": _repository_path(checkpoint),
         "initialised_from": state.get("init_from") or state.get("teacher"),
+        "embedding": " + ".join(net.pooled) + " pooled" + (", each L2-normalised" if len(net.pooled) > 1 else ""),
         "trained": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "evaluation": {"onnx_vs_torch_max_abs_diff": f"{max_diff:.2e}",
                        "base_head_accuracy_fp32": round(acc_fp32, 4),

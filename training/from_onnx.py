@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.backbone import EmbeddingNet
+from training.backbone import LAST_STAGE, EmbeddingNet
+from training.patch_features import PATCH_OUTPUT
 
 
 def _onnx_convolutions(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -42,13 +43,15 @@ def _onnx_convolutions(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
     convs = {}
     for node in graph.node:
-        if node.op_type != "Conv":
-            continue
-        scopes = [p for p in node.name.split("/") if p][:-1]  # /trunk/layer2/layer2.0/downsample/downsample.0/Conv
-        if "trunk" not in scopes or len(node.input) < 3:
+        if node.op_type != "Conv" or node.name.startswith(f"/{PATCH_OUTPUT}/"):
+            continue  # anomaly mode's hint projectors sit on the trunk's maps; they are not the trunk
+        # /trunk/layer2/layer2.0/downsample/downsample.0/Conv; no /trunk when the embedding pools several stages
+        scopes = [p for p in node.name.split("/") if p][:-1]
+        if not scopes or len(node.input) < 3:
             raise ValueError(f"{path.name}: unexpected convolution {node.name!r}; not a backbone exported by training")
         qualified: list[str] = []
-        for scope in scopes[scopes.index("trunk") + 1:]:  # each scope repeats its parent's name: layer2 / layer2.0 -> layer2.0
+        for scope in scopes[scopes.index("trunk") + 1 if "trunk" in scopes else 0:]:
+            # each scope repeats its parent's name: layer2 / layer2.0 -> layer2.0
             if qualified and scope.startswith(qualified[-1] + "."):
                 qualified[-1] = scope
             else:
@@ -65,7 +68,8 @@ def _batchnorm_of(conv: str) -> str:
     return (head + "." if head else "") + leaf.replace("conv", "bn")
 
 
-def net_from_onnx(path: Path | str, calibration: torch.Tensor | None = None) -> EmbeddingNet:
+def net_from_onnx(path: Path | str, calibration: torch.Tensor | None = None,
+                  pooled: tuple[str, ...] = LAST_STAGE) -> EmbeddingNet:
     """A ResNet18 embedding net computing what the ONNX backbone at ``path`` computes.
 
     ``calibration``: normalised images (N x 3 x S x S, a few dozen of the kind it will train on)
@@ -73,7 +77,7 @@ def net_from_onnx(path: Path | str, calibration: torch.Tensor | None = None) -> 
     plus the folded bias: exact in eval mode (frozen statistics), not fit for training its statistics."""
     path = Path(path)
     convs = _onnx_convolutions(path)
-    net = EmbeddingNet().eval()
+    net = EmbeddingNet(pooled=pooled).eval()
     trunk = net.trunk
     modules = dict(trunk.named_modules())
     expected = {name for name, m in modules.items() if isinstance(m, nn.Conv2d)}

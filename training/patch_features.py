@@ -35,12 +35,14 @@ Projection = dict[str, tuple[np.ndarray, np.ndarray]]  # per stage: 1 x 1 conv w
 
 
 def _stage_output(graph, layer: str) -> str:
-    """The tensor a ResNet stage hands on: its last block's final ReLU (dequantised in a QDQ graph)."""
-    relu = f"/trunk/{layer}/{layer}.1/relu_1/Relu_output_0"
-    produced = {out for node in graph.node for out in node.output}
-    for name in (relu + "_DequantizeLinear_Output", relu):
-        if name in produced:
-            return name
+    """The tensor a ResNet stage hands on: its last block's final ReLU (dequantised in a QDQ graph).
+    Its scope is ``/trunk/`` when the trunk runs whole, bare when the embedding pools several stages."""
+    relu = f"/{layer}/{layer}.1/relu_1/Relu_output_0"
+    produced = [out for node in graph.node for out in node.output]
+    for suffix in (relu + "_DequantizeLinear_Output", relu):
+        for name in (f"/trunk{suffix}", suffix):
+            if name in produced:
+                return name
     raise ValueError(f"no output of stage {layer} in the graph; not a ResNet18 backbone exported by training")
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from training.algorithms import MetaConfig, MetaLearner, make
-from training.backbone import embedding_net
+from training.backbone import LAST_STAGE, embedding_net
 from training.episodes import TaskPool
 from training.runlog import append_row, restore, save_atomically
 from training.sources import DOMAINS, load_sources
@@ -54,6 +54,8 @@ class TrainConfig:
     # Trunk stages kept as initialised (e.g. conv1, bn1, layer1-3): the mid-level patch features
     # that anomaly mode compares stay the distilled ones, while the later stages and the head learn.
     freeze: tuple[str, ...] = ()
+    # Trunk stages whose pools make the embedding (training.backbone): layer4 alone, or e.g. layer4 + layer3.
+    pooled: tuple[str, ...] = LAST_STAGE
     meta: MetaConfig = field(default_factory=MetaConfig)
 
     @property
@@ -68,7 +70,7 @@ class TrainConfig:
         for key in ("out_dir", "data_root", "init_from"):
             if raw.get(key) is not None:
                 raw[key] = Path(raw[key])
-        for key in ("domains", "exclude", "freeze"):
+        for key in ("domains", "exclude", "freeze", "pooled"):
             if key in raw:
                 raw[key] = tuple(raw[key])
         known = {f.name for f in fields(cls)}
@@ -129,7 +131,7 @@ def meta_train(cfg: TrainConfig, pool: TaskPool | None = None) -> Path:
         device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    net = embedding_net(cfg.init_from).to(device, memory_format=torch.channels_last)
+    net = embedding_net(cfg.init_from, pooled=cfg.pooled).to(device, memory_format=torch.channels_last)
     freeze_stages(net, cfg.freeze)
     learner = make(cfg.algorithm, net, cfg.meta).to(device)
     optimiser = meta_optimiser(learner, cfg.lr, cfg.meta_lr)
@@ -172,7 +174,7 @@ def meta_train(cfg: TrainConfig, pool: TaskPool | None = None) -> Path:
         _check_replicas_agree(learner)
     final = cfg.out_dir / "meta_final.pt"
     if rank == 0:
-        save_atomically({"model": net.state_dict(), "labels": [], "input_size": cfg.input_size,
+        save_atomically({"model": net.state_dict(), "labels": [], "input_size": cfg.input_size, "pooled": list(net.pooled),
                           "algorithm": cfg.algorithm, "adaptation": learner.adaptation(),
                           "init_from": str(cfg.init_from) if cfg.init_from else None,
                           "domains": list(pool.by_source), "steps": cfg.steps,

@@ -239,8 +239,8 @@ def test_export_matches_torch_and_int8_loads(tmp_path):
 
 def test_export_writes_a_bundle_the_app_loads_from_a_distilled_checkpoint(tmp_path):
     """The whole export on a small track_fault look-alike: int8 decided by the base head's group
-    cross-validation, the base head and its examples, the provenance, and the distillation's hint
-    projectors in anomaly mode's patch output."""
+    cross-validation, the base head and its examples, the provenance, the distillation's hint
+    projectors in anomaly mode's patch output, and an embedding that pools two stages."""
     import cv2
 
     from inspector.bundle import load_bundle
@@ -264,12 +264,16 @@ def test_export_writes_a_bundle_the_app_loads_from_a_distilled_checkpoint(tmp_pa
              "1.weight": torch.randn(6, 256, 1, 1), "1.bias": torch.zeros(6)}
     checkpoint = tmp_path / "distill_final.pt"
     torch.save({"model": trunk, "labels": [], "input_size": 32, "teacher": "teacher T", "views": ["broad_corpus"],
+                "pooled": ["layer4", "layer3"],
                 "patch_projection": {"layers": ["layer2", "layer3"], "state": hints}}, checkpoint)
     out = export_bundle(checkpoint, tmp_path / "data", tmp_path / "bundle")
     bundle = load_bundle(out)
     assert bundle.patch_features.projected and bundle.patch_features.channels == 10
+    assert bundle.embedding_size == 768 and bundle.load_base_examples()[0].shape[1] == 768
     meta = json.loads((out / "bundle.json").read_text())
+    assert meta["provenance"]["embedding"] == "layer4 + layer3 pooled, each L2-normalised"
     figures = meta["provenance"]["evaluation"]
+    assert float(figures["onnx_vs_torch_max_abs_diff"]) < 1e-4  # the ONNX graph pools as torch does
     assert figures["base_head_test_crops"] > 0 and 0 <= figures["base_head_cv_accuracy_int8"] <= 1
     assert "teacher T on views of broad_corpus" in meta["provenance"]["data"]
     assert meta["provenance"]["checkpoint"] == str(checkpoint)  # outside the repository: as given
@@ -278,6 +282,26 @@ def test_export_writes_a_bundle_the_app_loads_from_a_distilled_checkpoint(tmp_pa
     root = Path(__file__).resolve().parent.parent.parent
     assert _repository_path(root / "runs" / "x" / "meta_final.pt") == "runs/x/meta_final.pt"
     assert (out / f"{meta['head']}.npz").exists() and (out / meta["base_examples"]).exists()
+
+
+def test_the_embedding_can_pool_several_stages():
+    """``pooled``: each stage's global average pool, L2-normalised, in the order named; the last
+    stage alone is ResNet18's own embedding, unnormalised, as every bundle before it."""
+    torch.manual_seed(0)
+    plain = EmbeddingNet().eval()
+    both = EmbeddingNet(pooled=("layer4", "layer3")).eval()
+    both.trunk.load_state_dict(plain.trunk.state_dict())
+    images = torch.randn(3, 3, 64, 64)
+    maps = {}
+    for stage in ("layer3", "layer4"):
+        getattr(plain.trunk, stage).register_forward_hook(lambda _m, _a, out, stage=stage: maps.__setitem__(stage, out))
+    with torch.no_grad():
+        alone, joined = plain.forward_features(images), both.forward_features(images)
+    assert alone.shape == (3, 512) and joined.shape == (3, both.embedding_size) == (3, 768)
+    torch.testing.assert_close(joined[:, :512], torch.nn.functional.normalize(alone, dim=1))
+    torch.testing.assert_close(joined[:, 512:], torch.nn.functional.normalize(maps["layer3"].mean((2, 3)), dim=1))
+    with pytest.raises(ValueError, match="pooled stages must be among"):
+        EmbeddingNet(pooled=("layer5",))
 
 
 def test_batched_head_adaptation_is_each_episode_on_its_own():
@@ -402,6 +426,7 @@ def test_a_bundle_backbone_comes_back_as_a_trainable_network(tmp_path):
     from training.backbone import embedding_net
     from training.export import _to_tensor, export_onnx, quantize_int8
     from training.from_onnx import net_from_onnx
+    from training.patch_features import add_patch_features
 
     torch.manual_seed(0)
     net = EmbeddingNet()
@@ -428,6 +453,18 @@ def test_a_bundle_backbone_comes_back_as_a_trainable_network(tmp_path):
         from_int8 = net_from_onnx(tmp_path / "backbone.int8.onnx").forward_features(x)  # frozen statistics
     assert torch.nn.functional.cosine_similarity(from_int8, reference).min() > 0.95
     assert not torch.allclose(from_int8, reference)  # really read back from int8, rounding and all
+    # As shipped: anomaly mode's patch output, through hint projectors (1 x 1 convolutions), is not the trunk.
+    projection = {"layer2": (np.ones((4, 128, 1, 1), np.float32), np.zeros(4, np.float32)),
+                  "layer3": (np.ones((6, 256, 1, 1), np.float32), np.zeros(6, np.float32))}
+    add_patch_features(tmp_path / "backbone.int8.onnx", tmp_path / "shipped.int8.onnx", 32, projection)
+    with torch.no_grad():
+        torch.testing.assert_close(net_from_onnx(tmp_path / "shipped.int8.onnx").forward_features(x), from_int8)
+    pooled = EmbeddingNet(pooled=("layer4", "layer3"))
+    pooled.load_state_dict(net.state_dict())
+    export_onnx(FeatureExtractor(pooled.eval()).eval(), 32, tmp_path / "pooled.onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(net_from_onnx(tmp_path / "pooled.onnx", pooled=pooled.pooled).forward_features(x),
+                                   pooled.forward_features(x), atol=1e-4, rtol=1e-3)
     _write_bundle(tmp_path, {"fp32": "backbone.onnx"})
     assert isinstance(embedding_net(tmp_path), EmbeddingNet)  # a bundle folder is a valid --init-from
     (tmp_path / "other.onnx").write_bytes((tmp_path / "backbone.onnx").read_bytes())
