@@ -848,7 +848,8 @@ def cmd_bundle_info(args: argparse.Namespace) -> int:
     print(f"bundle     {bundle.name}  ({bundle.path})")
     pre = bundle.preprocessing
     print(f"input      {pre.size}x{pre.size} RGB, mean {pre.mean}, std {pre.std}")
-    print(f"embedding  {bundle.embedding_size}-d")
+    pooled = bundle.provenance.get("embedding")
+    print(f"embedding  {bundle.embedding_size}-d" + (f" ({pooled})" if pooled else ""))
     for key, file in sorted(bundle.backbones.items()):
         print(f"backbone   {key}: {file.name} ({file.stat().st_size / 1e6:.1f} MB)")
     print(f"adaptation {bundle.adaptation.describe()}")

@@ -237,7 +237,7 @@ def test_export_matches_torch_and_int8_loads(tmp_path):
     assert (tmp_path / "backbone.int8.onnx").stat().st_size < (tmp_path / "backbone.onnx").stat().st_size / 3
 
 
-def test_export_writes_a_bundle_the_app_loads_from_a_distilled_checkpoint(tmp_path):
+def test_export_writes_a_bundle_the_app_loads_from_a_distilled_checkpoint(tmp_path, capsys):
     """The whole export on a small track_fault look-alike: int8 decided by the base head's group
     cross-validation, the base head and its examples, the provenance, the distillation's hint
     projectors in anomaly mode's patch output, and an embedding that pools two stages."""
@@ -272,6 +272,10 @@ def test_export_writes_a_bundle_the_app_loads_from_a_distilled_checkpoint(tmp_pa
     assert bundle.embedding_size == 768 and bundle.load_base_examples()[0].shape[1] == 768
     meta = json.loads((out / "bundle.json").read_text())
     assert meta["provenance"]["embedding"] == "layer4 + layer3 pooled, each L2-normalised"
+    from inspector.cli import main
+
+    assert main(["bundle", "info", str(out)]) == 0
+    assert "embedding  768-d (layer4 + layer3 pooled, each L2-normalised)" in capsys.readouterr().out
     figures = meta["provenance"]["evaluation"]
     assert float(figures["onnx_vs_torch_max_abs_diff"]) < 1e-4  # the ONNX graph pools as torch does
     assert figures["base_head_test_crops"] > 0 and 0 <= figures["base_head_cv_accuracy_int8"] <= 1

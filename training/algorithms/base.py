@@ -63,7 +63,11 @@ class MetaLearner(nn.Module, ABC):
     def features(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
         with low_precision(x.device, self.cfg.precision):
-            out = self.net.forward_features(x) if params is None else functional_call(self.net.trunk, params, (x,))
+            if params is None:
+                out = self.net.forward_features(x)
+            else:  # adapted trunk weights, through the whole embedding (the stages it pools included)
+                trunk = {f"trunk.{name}": value for name, value in params.items()}
+                out = functional_call(self.net, trunk, (x,), strict=False)
         return out.float()
 
     @abstractmethod
