@@ -62,6 +62,14 @@ class EmbeddingNet(nn.Module):
         return self.forward_head(self.forward_features(images))
 
 
+def net_from_checkpoint(state: dict) -> EmbeddingNet:
+    """The network a training checkpoint's ``model`` holds (a pre-training classifier included),
+    pooling the stages it was trained with."""
+    net = EmbeddingNet(num_classes=len(state["labels"]), pooled=tuple(state.get("pooled", LAST_STAGE)))
+    net.load_state_dict(state["model"])
+    return net
+
+
 def embedding_net(init_from: Path | None = None, calibration: torch.Tensor | None = None,
                   pooled: tuple[str, ...] = LAST_STAGE) -> EmbeddingNet:
     """A fresh embedding network, or one that starts where an earlier stage ended: a checkpoint's

@@ -18,16 +18,14 @@ import torch
 from inspector.bundle import AdaptationParams, Preprocessing
 from inspector.fewshot import FewShotResult, Item, class_scores, held_out, load_crop, load_items, sample_episodes
 from training.algorithms.head import adapt_head, head_logits
-from training.backbone import LAST_STAGE, EmbeddingNet
+from training.backbone import EmbeddingNet, net_from_checkpoint
 
 log = logging.getLogger(__name__)
 
 
 def load_model(checkpoint: Path) -> tuple[EmbeddingNet, int]:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    net = EmbeddingNet(num_classes=len(state["labels"]), pooled=tuple(state.get("pooled", LAST_STAGE)))
-    net.load_state_dict(state["model"])
-    return net.eval(), int(state.get("input_size", 128))
+    return net_from_checkpoint(state).eval(), int(state.get("input_size", 128))
 
 
 @torch.no_grad()

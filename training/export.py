@@ -20,7 +20,7 @@ from inspector.backbone import Backbone
 from inspector.bundle import AdaptationParams, Preprocessing, bundle_json, load_bundle, write_bundle_json
 from inspector.fewshot import group_fraction, load_crop
 from inspector.heads import Head
-from training.backbone import LAST_STAGE, EmbeddingNet, FeatureExtractor
+from training.backbone import FeatureExtractor, net_from_checkpoint
 from training.patch_features import add_patch_features, projection_of
 from training.sources import TRACK_COMPONENT_CLASSES, Source, load_sources
 
@@ -153,8 +153,7 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     in the provenance so ``inspector bundle info`` shows how the bundle scored."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     size = int(state.get("input_size", 128))
-    net = EmbeddingNet(num_classes=len(state["labels"]), pooled=tuple(state.get("pooled", LAST_STAGE)))
-    net.load_state_dict(state["model"])
+    net = net_from_checkpoint(state)
     # A meta-trained checkpoint carries the inner loop it learned; pre-training uses the fixed one.
     adaptation = state.get("adaptation") or BASELINE_ADAPTATION
     algorithm = state.get("algorithm", algorithm)
