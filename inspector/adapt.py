@@ -146,17 +146,18 @@ def _check_support(embeddings: np.ndarray, labels: Sequence[str], classes: Seque
     return np.array([index[label] for label in labels])
 
 
-def _prototypes(x: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec]) -> tuple[np.ndarray, np.ndarray]:
+def _prototypes(x: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec],
+                one_view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unit prototypes per class and, for fault classes, a floor under which a crop is "none of
     these": its least typical example's leave-one-out similarity, less a margin. A class whose
-    examples are near copies of one view gets none here (``_view_floors``)."""
+    examples are near copies of one view (``one_view``) gets none here (``_view_floors``)."""
     prototypes = np.zeros((len(classes), x.shape[1]), np.float32)
     floors = np.full(len(classes), -1.0, np.float32)
     for k, spec in enumerate(classes):
         members = x[targets == k]
         total = members.sum(axis=0)
         prototypes[k] = total / max(np.linalg.norm(total), 1e-12)
-        if spec.normal or len(members) < 2 or _near_copies(members):
+        if spec.normal or len(members) < 2 or one_view[k]:
             continue  # normal classes are never called as faults; one example or one view cannot calibrate
         rest = total[None, :] - members
         rest /= np.maximum(np.linalg.norm(rest, axis=1, keepdims=True), 1e-12)
@@ -165,7 +166,7 @@ def _prototypes(x: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec]
     return prototypes, floors
 
 
-def _view_floors(x: np.ndarray, plain: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec],
+def _view_floors(plain: np.ndarray, targets: np.ndarray, one_view: np.ndarray,
                  scope: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
     """For fault classes whose examples are near copies of one view: the view (unit mean of the
     plain embeddings) and a floor, the plain similarity of the view to the nearest example of any
@@ -174,12 +175,12 @@ def _view_floors(x: np.ndarray, plain: np.ndarray, targets: np.ndarray, classes:
     a crop farther from the view than the normal examples are is unlike anything labelled (a blank
     tile). Plain embeddings, since in the head's centred space two views lie opposite each other
     whatever they show. None when no class needs it."""
-    views = np.zeros((len(classes), plain.shape[1]), np.float32)
-    floors = np.full(len(classes), -1.0, np.float32)
-    for k, spec in enumerate(classes):
+    views = np.zeros((len(one_view), plain.shape[1]), np.float32)
+    floors = np.full(len(one_view), -1.0, np.float32)
+    for k in np.flatnonzero(one_view):
         members = targets == k
         others = ~members & scope[:, k]
-        if spec.normal or members.sum() < 2 or not others.any() or not _near_copies(x[members]):
+        if not others.any():
             continue
         total = plain[members].sum(axis=0)
         views[k] = total / max(np.linalg.norm(total), 1e-12)
@@ -421,8 +422,10 @@ def adapt(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[Class
             raise AdaptationError(f"in region {region} only {rivals[0]} has examples, so everything there would be "
                                   f"{rivals[0]}; add normal examples of that region")
     weight, bias = inner_loop(x, targets, len(classes), params, steps, step_size, scope)
-    prototypes, floors = _prototypes(x.astype(np.float32), targets, classes)
-    views, view_floors = _view_floors(x, l2_normalise(embeddings.astype(np.float32)), targets, classes, scope)
+    # fault classes whose examples are near copies of one view: their spread says nothing of the fault's
+    one_view = np.array([not spec.normal and _near_copies(x[targets == k]) for k, spec in enumerate(classes)])
+    prototypes, floors = _prototypes(x.astype(np.float32), targets, classes, one_view)
+    views, view_floors = _view_floors(l2_normalise(embeddings.astype(np.float32)), targets, one_view, scope)
     judged = np.ones(len(x), bool) if judged is None else np.asarray(judged, bool)
     regions = np.asarray(where, dtype=object)
     own = _scoped_logits(x, weight, bias, scope, params.logit_scale)
@@ -444,8 +447,7 @@ def adapt(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[Class
     warnings += [f"the {counts[spec.name]} examples of {spec.name} are near copies of one view, so they cannot show "
                  f"how much {spec.name} varies: the app calls it wherever a crop is nearer to them than the normal "
                  "examples are; label it where it looks different too (other passages) for sharper decisions"
-                 for k, spec in enumerate(classes) if spec.name in judged_classes and not spec.normal
-                 and _near_copies(x[targets == k])]
+                 for k, spec in enumerate(classes) if spec.name in judged_classes and one_view[k]]
     if loo is not None and loo < MIN_LOO_ACCURACY:
         warnings.append(f"leave-one-out accuracy is {loo:.0%}: the examples do not separate the classes well; "
                         "add clearer examples before trusting the results")

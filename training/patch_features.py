@@ -38,7 +38,7 @@ def _stage_output(graph, layer: str) -> str:
     """The tensor a ResNet stage hands on: its last block's final ReLU (dequantised in a QDQ graph).
     Its scope is ``/trunk/`` when the trunk runs whole, bare when the embedding pools several stages."""
     relu = f"/{layer}/{layer}.1/relu_1/Relu_output_0"
-    produced = [out for node in graph.node for out in node.output]
+    produced = {out for node in graph.node for out in node.output}
     for suffix in (relu + "_DequantizeLinear_Output", relu):
         for name in (f"/trunk{suffix}", suffix):
             if name in produced:
