@@ -39,6 +39,9 @@ class TrainConfig:
     meta_batch: int = 4
     way: int = 5
     shot: int = 5
+    # When set, each task draws its shot from these instead: a schedule learned on 5-shot tasks alone
+    # over-fits the many-shot heads the app also fits with it (the bundle's base head, grown libraries).
+    shots: tuple[int, ...] = ()
     queries: int = 5
     lr: float = 1e-4
     meta_lr: float = 1e-2  # for the algorithm's own meta-parameters (step sizes, scales)
@@ -70,7 +73,7 @@ class TrainConfig:
         for key in ("out_dir", "data_root", "init_from"):
             if raw.get(key) is not None:
                 raw[key] = Path(raw[key])
-        for key in ("domains", "exclude", "freeze", "pooled"):
+        for key in ("domains", "exclude", "freeze", "pooled", "shots"):
             if key in raw:
                 raw[key] = tuple(raw[key])
         known = {f.name for f in fields(cls)}
@@ -150,7 +153,8 @@ def meta_train(cfg: TrainConfig, pool: TaskPool | None = None) -> Path:
     window: list[tuple[float, float]] = []
     started = time.monotonic()
     for step in range(start, cfg.steps):
-        tasks = [pool.sample(rng, cfg.way, cfg.shot, cfg.queries).to(device) for _ in range(cfg.meta_batch)]
+        shots = rng.choice(cfg.shots, cfg.meta_batch) if cfg.shots else [cfg.shot] * cfg.meta_batch
+        tasks = [pool.sample(rng, cfg.way, int(shot), cfg.queries).to(device) for shot in shots]
         optimiser.zero_grad(set_to_none=True)
         window.append(learner.meta_step(tasks))
         if world > 1:

@@ -108,6 +108,24 @@ def test_learned_step_sizes_go_into_the_adaptation(tmp_path):
     assert adaptation["logit_scale"] != 5.0
 
 
+def test_tasks_draw_their_shot_from_shots_when_given(tmp_path):
+    """``shots``: the schedule meets every support size it will serve; without it every task has ``shot``."""
+    drawn = []
+
+    class Spy(type(toy_pool(per_class=2))):
+        def sample(self, rng, way, shot, queries):
+            drawn.append(shot)
+            return super().sample(rng, way, shot, queries)
+
+    pool = toy_pool(per_class=30)
+    pool.__class__ = Spy
+    meta_train(config(tmp_path / "mixed", Algorithm.ANIL, steps=6, shots=(1, 4)), pool)
+    assert set(drawn) == {1, 4} and len(drawn) == 12
+    drawn.clear()
+    meta_train(config(tmp_path / "fixed", Algorithm.ANIL, steps=3), pool)
+    assert drawn == [3] * 6
+
+
 def test_frozen_stages_stay_as_initialised_while_the_rest_learns(tmp_path):
     """``freeze``: meta-training keeps the early stages (anomaly mode's patch features) as they were."""
     torch.manual_seed(0)
