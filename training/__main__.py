@@ -96,9 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "meta-train":
         from training.train import TrainConfig, meta_train
 
-        cfg = TrainConfig.from_toml(args.config, steps=args.steps, out_dir=args.out, data_root=args.data,
-                                    init_from=args.init_from, exclude=tuple(args.exclude_domain) or None,
-                                    device=args.device)
+        try:
+            cfg = TrainConfig.from_toml(args.config, steps=args.steps, out_dir=args.out, data_root=args.data,
+                                        init_from=args.init_from, exclude=tuple(args.exclude_domain) or None,
+                                        device=args.device)
+        except (OSError, ValueError, TypeError) as exc:  # a missing or malformed config file
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"wrote {meta_train(cfg)}")
     elif args.command == "evaluate":
         from inspector.bundle import load_bundle

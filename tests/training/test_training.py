@@ -223,6 +223,22 @@ def test_config_file_round_trip(tmp_path):
     path.write_text('algorithm = "anil"\nout_dir = "x"\nstepz = 7\n')
     with pytest.raises(ValueError, match="unknown settings"):
         TrainConfig.from_toml(path)
+    path.write_text('algorithm = "anil"\nout_dir = "x"\nshots = [1, 5]\npooled = ["layer4", "layer3"]\n')
+    assert TrainConfig.from_toml(path).shots == (1, 5)
+
+
+def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path, capsys):
+    from training.__main__ import main as training_main
+
+    path = tmp_path / "bad.toml"
+    for body, says in (('pooled = ["layer9"]', "pooled names no trunk stage ['layer9']"),
+                       ("shots = [0, 5]", "shots must be whole numbers"), ("stepz = 7", "unknown settings")):
+        path.write_text(f'algorithm = "anil"\nout_dir = "{tmp_path / "out"}"\n{body}\n')
+        assert training_main(["meta-train", "--config", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1
+    assert training_main(["meta-train", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert not (tmp_path / "out").exists()
 
 
 def test_export_matches_torch_and_int8_loads(tmp_path):
