@@ -6,9 +6,11 @@
 * re-classification of 400,000 cached crops (a synthetic store: 80,000 frames x 5 crops).
 
     python bench/fewshot_latency.py        # writes bench/results/fewshot_latency.md
+    python bench/fewshot_latency.py --bundle runs/bundle_x     # a candidate bundle instead
 """
 from __future__ import annotations
 
+import argparse
 import shutil
 import statistics
 import sys
@@ -33,8 +35,8 @@ from inspector.store import DetectionRow, Store  # noqa: E402
 DEMO = ROOT / "assets" / "demo"
 
 
-def add_latency(work: Path, repeats: int = 5) -> list[float]:
-    bundle = load_bundle()
+def add_latency(work: Path, bundle_dir: Path | None, repeats: int = 5) -> list[float]:
+    bundle = load_bundle(bundle_dir)
     backbone = Backbone(bundle)
     scanned = work / "scanned"
     with Store(scanned) as store:
@@ -53,8 +55,9 @@ def add_latency(work: Path, repeats: int = 5) -> list[float]:
     return total
 
 
-def reclassify_latency(work: Path, crops: int = 400_000, per_frame: int = 5) -> tuple[float, float]:
-    bundle = load_bundle()
+def reclassify_latency(work: Path, bundle_dir: Path | None, crops: int = 400_000,
+                       per_frame: int = 5) -> tuple[float, float]:
+    bundle = load_bundle(bundle_dir)
     with Store(work / "big") as store:
         from inspector.video import VideoInfo
 
@@ -93,10 +96,13 @@ def reclassify_latency(work: Path, crops: int = 400_000, per_frame: int = 5) -> 
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, help="a bundle folder (default: the shipped one)")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        total = add_latency(work)
-        seconds, fill = reclassify_latency(work)
+        total = add_latency(work, args.bundle)
+        seconds, fill = reclassify_latency(work, args.bundle)
     lines = ["| measurement | median | runs |", "|---|---:|---|",
              f"| `faults add` / the app's Adapt, 5 examples on the scanned demo: decode 5 frames, embed, 12 cached "
              f"normals, fit and calibrate, leave-one-out, store | {statistics.median(total):.3f} s | "

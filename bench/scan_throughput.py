@@ -218,6 +218,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60, help="clip length (25 fps)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--fp32-bundle", type=Path, help="a bundle with an fp32 backbone, to compare")
+    parser.add_argument("--also", action="append", default=[], metavar="NAME=BUNDLE",
+                        help="another bundle's int8 scan, every frame, in the same run (e.g. the one shipped before)")
     parser.add_argument("--naive-frames", type=int, default=100)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scan_throughput.md")
     args = parser.parse_args()
@@ -233,13 +235,16 @@ def main() -> None:
         planes = paired(decode_planes_only(clip))
         rows = []
         memory: list = []
-        runs = [(None, "int8", step) for step in (1, 2, 5)]
+        runs = [(None, "int8", step, "") for step in (1, 2, 5)]
         if args.fp32_bundle:
-            runs += [(args.fp32_bundle, "fp32", step) for step in (1, 2)]
-        for bundle_dir, precision, step in runs:
-            record = memory if (precision, step) == ("int8", 1) else None
+            runs += [(args.fp32_bundle, "fp32", step, "") for step in (1, 2)]
+        for entry in args.also:
+            name, _, folder = entry.partition("=")
+            runs.append((Path(folder), "int8", 1, f", {name} ({folder})"))
+        for bundle_dir, precision, step, which in runs:
+            record = memory if (bundle_dir, precision, step) == (None, "int8", 1) else None
             every = {1: "every frame", 2: "every 2nd frame"}.get(step, f"every {step}th frame")
-            rows.append((f"inspector scan, {precision}, {every}",
+            rows.append((f"inspector scan, {precision}, {every}{which}",
                          paired(scan_fps(clip, bundle_dir, precision, step, args.threads, record))))
         changes = list(UNDO)
         ablation = []

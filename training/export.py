@@ -206,8 +206,10 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     # The base head's support set travels with it: a project head refits these classes with its own.
     np.savez(out / "base_examples.npz", embeddings=support.astype(np.float16), labels=np.array(train_labels))
     meta["base_examples"] = "base_examples.npz"
-    trained_on = ("shared/data: track_fault (6 component classes), sleeper, omniglot_small; split by group "
+    trained_on = ("shared/data: base head on track_fault (6 component classes), split by group "
                   "(seed 0, 30 % of groups held out)")
+    if state.get("domains"):  # a meta-training stage: the domains its episodes came from
+        trained_on += f"; meta-trained on episodes of {', '.join(state['domains'])}"
     distilled = _distillation(state)
     if distilled:
         trained_on += f"; backbone distilled from {distilled}"
