@@ -489,8 +489,11 @@ class Store:
     def replace_findings(self, scan_id: int, findings: Sequence[FindingRecord]) -> None:
         """Store freshly grouped findings. A new finding that overlaps an old one of the same crop
         and class is that finding: it keeps its id (a review queue or a script holding it stays
-        valid) and its review decision. A reviewed finding with no successor (a rejected false
-        alarm the new head no longer raises) stays as it was: a decision is never dropped."""
+        valid) and its review decision, a reviewed one's before an open one's. When it joins several
+        old findings (a refit closed the gap between two passages), those with the same decision
+        live on in it rather than beside it: one passage, listed once. A reviewed finding with no
+        successor (a rejected false alarm the new head no longer raises) stays as it was: a
+        decision is never dropped."""
         with self.transaction() as conn:
             old = [(FindingRecord(*row[:-1]), row[-1]) for row in conn.execute(
                 f"SELECT {self._FINDING_COLUMNS}, reviewed_at FROM findings WHERE scan_id=? ORDER BY id", (scan_id,))]
@@ -509,19 +512,21 @@ class Store:
                 while i < len(candidates) and candidates[i][0].end_frame < f.start_frame:
                     i += 1
                 cursor[key] = i
-                match = None
+                overlapping = []
                 for j in range(i, len(candidates)):
                     if candidates[j][0].start_frame > f.end_frame:
                         break
                     if candidates[j][0].id not in taken:
-                        match = candidates[j]
-                        break
-                if match is None:
+                        overlapping.append(candidates[j])
+                if not overlapping:
                     rows.append((None, f.crop, f.region, f.class_name, f.start_frame, f.end_frame, f.best_frame,
                                  f.best_score, f.frames, Review.OPEN, None, None))
                     continue
-                record, at = match
+                record, at = next((c for c in overlapping if c[0].status != Review.OPEN), overlapping[0])
                 taken.add(record.id)
+                if record.status != Review.OPEN:
+                    taken.update(r.id for r, _ in overlapping
+                                 if (r.status, r.reviewed_class) == (record.status, record.reviewed_class))
                 rows.append((record.id, f.crop, f.region, f.class_name, f.start_frame, f.end_frame, f.best_frame,
                              f.best_score, f.frames, record.status, at, record.reviewed_class))
             rows += [(r.id, r.crop, r.region, r.class_name, r.start_frame, r.end_frame, r.best_frame, r.best_score,

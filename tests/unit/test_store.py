@@ -150,6 +150,26 @@ def test_findings_keep_their_review_status_when_regrouped(tmp_path, fault_video)
             store.set_finding_status(finding.id, "maybe")
 
 
+def test_a_finding_that_joins_reviewed_passages_lists_them_once(tmp_path, fault_video):
+    """A refit can close the gap between two confirmed passages: the joined finding carries their
+    decision once (not beside a copy of the second); an open one it joins does not override a
+    decision, and a different decision is kept apart."""
+    def record(start, end):
+        return FindingRecord(0, 1, "track", "track", "red_fault", start, end, start, 0.9, end - start + 1, "open")
+
+    with Store(tmp_path / "p") as store:
+        scan = _scan(store, fault_video)
+        store.replace_findings(scan.id, [record(0, 17), record(21, 29), record(40, 44), record(47, 50),
+                                         record(60, 64), record(66, 70)])
+        ids = [f.id for f in store.findings(scan.id)]
+        for finding_id, status in zip(ids, ["confirmed", "confirmed", "open", "confirmed", "confirmed", "rejected"]):
+            store.set_finding_status(finding_id, status)
+        store.replace_findings(scan.id, [record(0, 29), record(40, 50), record(60, 70)])
+        after = [(f.id, f.start_frame, f.end_frame, f.status) for f in store.findings(scan.id)]
+    assert after == [(ids[0], 0, 29, "confirmed"), (ids[3], 40, 50, "confirmed"), (ids[4], 60, 70, "confirmed"),
+                     (ids[5], 66, 70, "rejected")]
+
+
 def test_regrouping_a_long_run_keeps_ids_and_decisions_and_is_fast(tmp_path, fault_video):
     """20,000 findings regrouped (each shifted a frame, a new one in between, a rejected one gone):
     ids and decisions follow their finding, the dropped rejected one stays, in well under a second."""
