@@ -24,15 +24,21 @@ STAGE_WIDTHS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 LAST_STAGE = ("layer4",)
 
 
+def check_pooled(pooled: tuple[str, ...]) -> None:
+    """Raise ValueError unless ``pooled`` names one or more trunk stages (a config is checked with
+    it before training starts, the network when it is built)."""
+    unknown = [stage for stage in pooled if stage not in STAGE_WIDTHS]
+    if unknown or not pooled:
+        raise ValueError(f"pooled stages must be among {', '.join(STAGE_WIDTHS)}, not {', '.join(unknown) or 'none'}")
+
+
 class EmbeddingNet(nn.Module):
     """ResNet18 trunk + global average pool of the ``pooled`` stages -> embedding; optional linear head."""
 
     def __init__(self, num_classes: int = 0, imagenet_weights: bool = False,
                  pooled: tuple[str, ...] = LAST_STAGE) -> None:
         super().__init__()
-        unknown = [stage for stage in pooled if stage not in STAGE_WIDTHS]
-        if unknown or not pooled:
-            raise ValueError(f"pooled stages must be among {', '.join(STAGE_WIDTHS)}, not {', '.join(unknown) or 'none'}")
+        check_pooled(pooled)
         weights = ResNet18_Weights.IMAGENET1K_V1 if imagenet_weights else None
         trunk = resnet18(weights=weights)
         trunk.fc = nn.Identity()

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from training.algorithms import MetaConfig, MetaLearner, make
-from training.backbone import LAST_STAGE, STAGE_WIDTHS, embedding_net
+from training.backbone import LAST_STAGE, check_pooled, embedding_net
 from training.episodes import TaskPool
 from training.runlog import append_row, restore, save_atomically
 from training.sources import DOMAINS, load_sources
@@ -80,9 +80,10 @@ class TrainConfig:
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
-        stages = set(raw.get("pooled", ())) - set(STAGE_WIDTHS)
-        if stages:
-            raise ValueError(f"{path}: pooled names no trunk stage {sorted(stages)}; choose from {', '.join(STAGE_WIDTHS)}")
+        try:
+            check_pooled(raw.get("pooled", LAST_STAGE))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         if any(not isinstance(shot, int) or shot < 1 for shot in raw.get("shots", ())):
             raise ValueError(f"{path}: shots must be whole numbers of at least 1, not {list(raw['shots'])}")
         return cls(**raw, meta=meta)

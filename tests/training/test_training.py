@@ -231,7 +231,8 @@ def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path, capsys):
     from training.__main__ import main as training_main
 
     path = tmp_path / "bad.toml"
-    for body, says in (('pooled = ["layer9"]', "pooled names no trunk stage ['layer9']"),
+    for body, says in (('pooled = ["layer9"]', "pooled stages must be among layer1, layer2, layer3, layer4, not layer9"),
+                       ("pooled = []", "pooled stages must be among layer1, layer2, layer3, layer4, not none"),
                        ("shots = [0, 5]", "shots must be whole numbers"), ("stepz = 7", "unknown settings")):
         path.write_text(f'algorithm = "anil"\nout_dir = "{tmp_path / "out"}"\n{body}\n')
         assert training_main(["meta-train", "--config", str(path)]) == 2
