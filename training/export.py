@@ -218,7 +218,7 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
         "data": trained_on,
         "checkpoint": _repository_path(checkpoint),
         "initialised_from": state.get("init_from") or state.get("teacher"),
-        "embedding": " + ".join(net.pooled) + " pooled" + (", each L2-normalised" if len(net.pooled) > 1 else ""),
+        "embedding": net.describe_embedding(),
         "trained": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "evaluation": {"onnx_vs_torch_max_abs_diff": f"{max_diff:.2e}",
                        "base_head_accuracy_fp32": round(acc_fp32, 4),

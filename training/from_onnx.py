@@ -69,7 +69,7 @@ def _batchnorm_of(conv: str) -> str:
 
 
 def net_from_onnx(path: Path | str, calibration: torch.Tensor | None = None,
-                  pooled: tuple[str, ...] = LAST_STAGE) -> EmbeddingNet:
+                  pooled: tuple[str, ...] = LAST_STAGE, gem_power: float = 1.0) -> EmbeddingNet:
     """A ResNet18 embedding net computing what the ONNX backbone at ``path`` computes.
 
     ``calibration``: normalised images (N x 3 x S x S, a few dozen of the kind it will train on)
@@ -77,7 +77,7 @@ def net_from_onnx(path: Path | str, calibration: torch.Tensor | None = None,
     plus the folded bias: exact in eval mode (frozen statistics), not fit for training its statistics."""
     path = Path(path)
     convs = _onnx_convolutions(path)
-    net = EmbeddingNet(pooled=pooled).eval()
+    net = EmbeddingNet(pooled=pooled, gem_power=gem_power).eval()
     trunk = net.trunk
     modules = dict(trunk.named_modules())
     expected = {name for name, m in modules.items() if isinstance(m, nn.Conv2d)}

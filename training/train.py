@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from training.algorithms import MetaConfig, MetaLearner, make
-from training.backbone import LAST_STAGE, check_pooled, embedding_net
+from training.backbone import LAST_STAGE, check_gem_power, check_pooled, embedding_net
 from training.episodes import TaskPool
 from training.runlog import append_row, restore, save_atomically
 from training.sources import DOMAINS, load_sources
@@ -59,6 +59,7 @@ class TrainConfig:
     freeze: tuple[str, ...] = ()
     # Trunk stages whose pools make the embedding (training.backbone): layer4 alone, or e.g. layer4 + layer3.
     pooled: tuple[str, ...] = LAST_STAGE
+    gem_power: float = 1.0  # each stage's pool: 1 the plain average, above 1 a generalised mean (GeM)
     meta: MetaConfig = field(default_factory=MetaConfig)
 
     @property
@@ -82,6 +83,7 @@ class TrainConfig:
             raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
         try:
             check_pooled(raw.get("pooled", LAST_STAGE))
+            check_gem_power(float(raw.get("gem_power", 1.0)))
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
         if any(not isinstance(shot, int) or shot < 1 for shot in raw.get("shots", ())):
@@ -140,7 +142,7 @@ def meta_train(cfg: TrainConfig, pool: TaskPool | None = None) -> Path:
         device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    net = embedding_net(cfg.init_from, pooled=cfg.pooled).to(device, memory_format=torch.channels_last)
+    net = embedding_net(cfg.init_from, pooled=cfg.pooled, gem_power=cfg.gem_power).to(device, memory_format=torch.channels_last)
     freeze_stages(net, cfg.freeze)
     learner = make(cfg.algorithm, net, cfg.meta).to(device)
     optimiser = meta_optimiser(learner, cfg.lr, cfg.meta_lr)
@@ -185,6 +187,7 @@ def meta_train(cfg: TrainConfig, pool: TaskPool | None = None) -> Path:
     final = cfg.out_dir / "meta_final.pt"
     if rank == 0:
         save_atomically({"model": net.state_dict(), "labels": [], "input_size": cfg.input_size, "pooled": list(net.pooled),
+                          "gem_power": net.gem_power,
                           "algorithm": cfg.algorithm, "adaptation": learner.adaptation(),
                           "init_from": str(cfg.init_from) if cfg.init_from else None,
                           "domains": list(pool.by_source), "steps": cfg.steps,

@@ -11,7 +11,7 @@ import torch
 
 from tests.training.toy import toy_pool
 from training.algorithms import Algorithm, MetaConfig, make
-from training.backbone import EmbeddingNet, FeatureExtractor
+from training.backbone import EmbeddingNet, FeatureExtractor, gem
 from training.patch_features import add_patch_features, projection_of
 from training.runlog import restore
 from training.train import TrainConfig, meta_train
@@ -233,7 +233,8 @@ def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path, capsys):
     path = tmp_path / "bad.toml"
     for body, says in (('pooled = ["layer9"]', "pooled stages must be among layer1, layer2, layer3, layer4, not layer9"),
                        ("pooled = []", "pooled stages must be among layer1, layer2, layer3, layer4, not none"),
-                       ("shots = [0, 5]", "shots must be whole numbers"), ("stepz = 7", "unknown settings")):
+                       ("shots = [0, 5]", "shots must be whole numbers"), ("stepz = 7", "unknown settings"),
+                       ("gem_power = 0.5", "gem_power must be between 1 (the plain average) and 16, not 0.5")):
         path.write_text(f'algorithm = "anil"\nout_dir = "{tmp_path / "out"}"\n{body}\n')
         assert training_main(["meta-train", "--config", str(path)]) == 2
         err = capsys.readouterr().err
@@ -299,20 +300,20 @@ def test_export_writes_a_bundle_the_app_loads_from_a_distilled_checkpoint(tmp_pa
              "1.weight": torch.randn(6, 256, 1, 1), "1.bias": torch.zeros(6)}
     checkpoint = tmp_path / "distill_final.pt"
     torch.save({"model": trunk, "labels": [], "input_size": 32, "teacher": "teacher T", "views": ["broad_corpus"],
-                "pooled": ["layer4", "layer3"],
+                "pooled": ["layer4", "layer3"], "gem_power": 4.0,
                 "patch_projection": {"layers": ["layer2", "layer3"], "state": hints}}, checkpoint)
     out = export_bundle(checkpoint, tmp_path / "data", tmp_path / "bundle")
     bundle = load_bundle(out)
     assert bundle.patch_features.projected and bundle.patch_features.channels == 10
     assert bundle.embedding_size == 768 and bundle.load_base_examples()[0].shape[1] == 768
     meta = json.loads((out / "bundle.json").read_text())
-    assert meta["provenance"]["embedding"] == "layer4 + layer3 pooled, each L2-normalised"
+    assert meta["provenance"]["embedding"] == "layer4 + layer3 GeM-pooled (p = 4), each L2-normalised"
     from inspector.cli import main
 
     assert main(["bundle", "info", str(out)]) == 0
-    assert "embedding  768-d (layer4 + layer3 pooled, each L2-normalised)" in capsys.readouterr().out
+    assert "embedding  768-d (layer4 + layer3 GeM-pooled (p = 4), each L2-normalised)" in capsys.readouterr().out
     figures = meta["provenance"]["evaluation"]
-    assert float(figures["onnx_vs_torch_max_abs_diff"]) < 1e-4  # the ONNX graph pools as torch does
+    assert float(figures["onnx_vs_torch_max_abs_diff"]) < 1e-4  # the ONNX graph pools (GeM) as torch does
     assert figures["base_head_test_crops"] > 0 and 0 <= figures["base_head_cv_accuracy_int8"] <= 1
     assert "teacher T on views of broad_corpus" in meta["provenance"]["data"]
     assert meta["provenance"]["checkpoint"] == str(checkpoint)  # outside the repository: as given
@@ -341,6 +342,27 @@ def test_the_embedding_can_pool_several_stages():
     torch.testing.assert_close(joined[:, 512:], torch.nn.functional.normalize(maps["layer3"].mean((2, 3)), dim=1))
     with pytest.raises(ValueError, match="pooled stages must be among"):
         EmbeddingNet(pooled=("layer5",))
+
+
+def test_gem_pooling_leans_towards_the_strongest_responses():
+    """``gem_power`` p: each channel's (mean of x^p)^(1/p); 1 is the plain average, and a large p
+    nears the maximum, so a small bright spot (a fault in a normal crop) is not averaged away."""
+    torch.manual_seed(0)
+    plain = EmbeddingNet(pooled=("layer4", "layer3")).eval()
+    sharp = EmbeddingNet(pooled=("layer4", "layer3"), gem_power=4.0).eval()
+    sharp.trunk.load_state_dict(plain.trunk.state_dict())
+    maps = {}
+    sharp.trunk.layer3.register_forward_hook(lambda _m, _a, out: maps.__setitem__("layer3", out))
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        pooled = sharp.forward_features(images)
+    expected = maps["layer3"].clamp(min=1e-6).pow(4).mean((2, 3)).pow(0.25)
+    torch.testing.assert_close(pooled[:, 512:], torch.nn.functional.normalize(expected, dim=1))
+    spot = torch.zeros(1, 1, 4, 4)
+    spot[0, 0, 1, 2] = 1.0
+    assert gem(spot, 1.0).item() == pytest.approx(1 / 16) and gem(spot, 16.0).item() > 0.8
+    with pytest.raises(ValueError, match="gem_power must be between 1"):
+        EmbeddingNet(gem_power=0.5)
 
 
 def test_batched_head_adaptation_is_each_episode_on_its_own():
