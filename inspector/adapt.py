@@ -36,6 +36,12 @@ TARGET_FALSE_ALARMS = 0.01  # default alarm threshold: this share of the support
 MIN_THRESHOLD = 0.5  # a fault is never called on a calibrated probability below this by default
 MIN_CALIBRATION_SHOTS = 3  # a class's examples take part in fitting the temperature from this many on
 PRIOR_WEIGHT = 30  # the bundle's sharpness counts as this many examples against the project's own
+# FLOOR_MARGIN and NEAR_COPY_SIMILARITY are cosines chosen for the average-pooled bundle shipped in
+# session 12, whose view spread (``view_spread`` on its base-head crops) is this; a bundle that states
+# its own view spread gets both margins scaled by the ratio, so they mean the same in its geometry.
+REFERENCE_VIEW_SPREAD = 0.0296
+VIEW_SHIFT = 4  # pixels at the model's input size: one view from one video frame to the next ...
+VIEW_ZOOM = 1.04  # ... with the camera a little nearer
 
 
 class AdaptationError(InspectorError):
@@ -60,6 +66,28 @@ class Quality:
     @property
     def trustworthy(self) -> bool:
         return not self.warnings
+
+
+def view_spread(backbone: Backbone, crops: np.ndarray) -> float:
+    """How far one view moves in the embedding from one video frame to the next: the median centred
+    cosine distance between each crop (N x S x S x 3, at the model's input size) and itself shifted
+    ``VIEW_SHIFT`` px and zoomed ``VIEW_ZOOM``. Export writes it into ``bundle.json``."""
+    import cv2
+
+    height, width = crops.shape[1:3]
+    move = np.float32([[VIEW_ZOOM, 0, VIEW_SHIFT - (VIEW_ZOOM - 1) * width / 2],
+                       [0, VIEW_ZOOM, VIEW_SHIFT / 2 - (VIEW_ZOOM - 1) * height / 2]])
+    moved = np.stack([cv2.warpAffine(crop, move, (width, height), borderMode=cv2.BORDER_REFLECT) for crop in crops])
+    still, shifted = backbone.embed(crops).astype(np.float64), backbone.embed(moved).astype(np.float64)
+    centre = still.mean(axis=0)
+    similarity = np.einsum("nd,nd->n", l2_normalise(still - centre), l2_normalise(shifted - centre))
+    return float(np.median(1.0 - similarity))
+
+
+def margin_scale(params: AdaptationParams) -> float:
+    """The open-set margins' unit for this bundle: its view spread over the reference bundle's (1 for
+    bundles that state none, which were all measured against the reference constants)."""
+    return params.view_spread / REFERENCE_VIEW_SPREAD if params.view_spread else 1.0
 
 
 def inner_loop(features: np.ndarray, targets: np.ndarray, num_classes: int, params: AdaptationParams,
@@ -147,9 +175,9 @@ def _check_support(embeddings: np.ndarray, labels: Sequence[str], classes: Seque
 
 
 def _prototypes(x: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec],
-                one_view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                one_view: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
     """Unit prototypes per class and, for fault classes, a floor under which a crop is "none of
-    these": its least typical example's leave-one-out similarity, less a margin. A class whose
+    these": its least typical example's leave-one-out similarity, less ``margin``. A class whose
     examples are near copies of one view (``one_view``) gets none here (``_view_floors``)."""
     prototypes = np.zeros((len(classes), x.shape[1]), np.float32)
     floors = np.full(len(classes), -1.0, np.float32)
@@ -162,15 +190,15 @@ def _prototypes(x: np.ndarray, targets: np.ndarray, classes: Sequence[ClassSpec]
         rest = total[None, :] - members
         rest /= np.maximum(np.linalg.norm(rest, axis=1, keepdims=True), 1e-12)
         similarity = np.einsum("nd,nd->n", members, rest)
-        floors[k] = float(similarity.min()) - FLOOR_MARGIN
+        floors[k] = float(similarity.min()) - margin
     return prototypes, floors
 
 
-def _view_floors(plain: np.ndarray, targets: np.ndarray, one_view: np.ndarray,
-                 scope: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _view_floors(plain: np.ndarray, targets: np.ndarray, one_view: np.ndarray, scope: np.ndarray,
+                 margin: float) -> tuple[np.ndarray | None, np.ndarray | None]:
     """For fault classes whose examples are near copies of one view: the view (unit mean of the
     plain embeddings) and a floor, the plain similarity of the view to the nearest example of any
-    other class in its regions, less a margin. Five frames of one passage cannot say how far the
+    other class in its regions, less ``margin``. Five frames of one passage cannot say how far the
     fault's other instances lie (a sleeper video: their own floor admitted none of 13 passages), but
     a crop farther from the view than the normal examples are is unlike anything labelled (a blank
     tile). Plain embeddings, since in the head's centred space two views lie opposite each other
@@ -184,17 +212,17 @@ def _view_floors(plain: np.ndarray, targets: np.ndarray, one_view: np.ndarray,
             continue
         total = plain[members].sum(axis=0)
         views[k] = total / max(np.linalg.norm(total), 1e-12)
-        floors[k] = float((plain[others] @ views[k]).max()) - FLOOR_MARGIN
+        floors[k] = float((plain[others] @ views[k]).max()) - margin
     return (views, floors) if (floors > -1).any() else (None, None)
 
 
-def _near_copies(members: np.ndarray) -> bool:
-    """Whether two or more examples are all alike at ``NEAR_COPY_SIMILARITY`` or more: five frames of
-    one passage. Their spread says nothing of the fault's (``_view_floors``), and the operator is told."""
+def _near_copies(members: np.ndarray, alike: float) -> bool:
+    """Whether two or more examples are all alike at ``alike`` or more: five frames of one passage.
+    Their spread says nothing of the fault's (``_view_floors``), and the operator is told."""
     if len(members) < 2:
         return False
     similarity = members @ members.T
-    return bool(similarity[np.triu_indices(len(members), 1)].min() >= NEAR_COPY_SIMILARITY)
+    return bool(similarity[np.triu_indices(len(members), 1)].min() >= alike)
 
 
 def self_margin(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -423,9 +451,12 @@ def adapt(embeddings: np.ndarray, labels: Sequence[str], classes: Sequence[Class
                                   f"{rivals[0]}; add normal examples of that region")
     weight, bias = inner_loop(x, targets, len(classes), params, steps, step_size, scope)
     # fault classes whose examples are near copies of one view: their spread says nothing of the fault's
-    one_view = np.array([not spec.normal and _near_copies(x[targets == k]) for k, spec in enumerate(classes)])
-    prototypes, floors = _prototypes(x.astype(np.float32), targets, classes, one_view)
-    views, view_floors = _view_floors(l2_normalise(embeddings.astype(np.float32)), targets, one_view, scope)
+    scale = margin_scale(params)
+    alike = 1.0 - (1.0 - NEAR_COPY_SIMILARITY) * scale
+    one_view = np.array([not spec.normal and _near_copies(x[targets == k], alike) for k, spec in enumerate(classes)])
+    prototypes, floors = _prototypes(x.astype(np.float32), targets, classes, one_view, FLOOR_MARGIN * scale)
+    views, view_floors = _view_floors(l2_normalise(embeddings.astype(np.float32)), targets, one_view, scope,
+                                      FLOOR_MARGIN * scale)
     judged = np.ones(len(x), bool) if judged is None else np.asarray(judged, bool)
     regions = np.asarray(where, dtype=object)
     own = _scoped_logits(x, weight, bias, scope, params.logit_scale)

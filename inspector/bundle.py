@@ -67,6 +67,9 @@ class AdaptationParams:
     # on its examples (``inspector.adapt.episode_sharpness``, on episodes of the base examples). Bundles
     # exported before it (with a plain ``temperature``) get it from their base examples at load.
     sharpness: float | None = None
+    # How far one view moves between video frames in this bundle's embedding (``inspector.adapt.view_spread``,
+    # measured at export); the open-set margins are scaled by it. None: the reference geometry.
+    view_spread: float | None = None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], where: str) -> AdaptationParams:
@@ -76,9 +79,12 @@ class AdaptationParams:
             params = cls(steps, sizes, float(raw["logit_scale"]), float(raw.get("weight_decay", 0.0)),
                          float(raw.get("init_weight_scale", 0.0)), float(raw.get("init_bias", 0.0)),
                          str(raw.get("algorithm", "fixed")),
-                         float(raw["sharpness"]) if raw.get("sharpness") is not None else None)
+                         float(raw["sharpness"]) if raw.get("sharpness") is not None else None,
+                         float(raw["view_spread"]) if raw.get("view_spread") is not None else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where}: adaptation parameters are incomplete ({exc}); re-export the bundle") from None
+        if params.view_spread is not None and not 0.0 < params.view_spread < 2.0:
+            raise BundleError(f"{where}: view_spread must be a cosine distance between 0 and 2, not {params.view_spread}")
         if steps < 1 or len(sizes) not in (1, steps):
             raise BundleError(f"{where}: adaptation needs inner_steps >= 1 and one step size or one per step")
         return params
@@ -90,14 +96,15 @@ class AdaptationParams:
         return {"algorithm": self.algorithm, "inner_steps": self.inner_steps, "step_sizes": list(self.step_sizes),
                 "logit_scale": self.logit_scale, "weight_decay": self.weight_decay,
                 "init_weight_scale": self.init_weight_scale, "init_bias": self.init_bias,
-                "sharpness": self.sharpness}
+                "sharpness": self.sharpness, "view_spread": self.view_spread}
 
     def describe(self) -> str:
         """One line for ``bundle info``."""
         sizes = ", ".join(f"{v:.3g}" for v in self.step_sizes)
         return (f"{self.algorithm}: {self.inner_steps} steps, step sizes [{sizes}], logit scale "
                 f"{self.logit_scale:.3g}" + (f", weight decay {self.weight_decay:.3g}" if self.weight_decay else "")
-                + (f", calibration sharpness {self.sharpness:.3g}" if self.sharpness else ""))
+                + (f", calibration sharpness {self.sharpness:.3g}" if self.sharpness else "")
+                + (f", view spread {self.view_spread:.3g}" if self.view_spread else ""))
 
 
 @dataclass(frozen=True)

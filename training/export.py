@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from inspector.adapt import episode_sharpness, fit_head
+from inspector.adapt import episode_sharpness, fit_head, view_spread
 from inspector.backbone import Backbone
 from inspector.bundle import AdaptationParams, Preprocessing, bundle_json, load_bundle, write_bundle_json
 from inspector.fewshot import group_fraction, load_crop
@@ -173,7 +173,10 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     fp32 = Backbone(load_bundle(out), "fp32", threads=2)
     max_diff = float(np.abs(fp32.embed(train_crops[:32]) - reference).max())
     log.info("ONNX vs torch: max abs diff %.2e", max_diff)
-    head, support, acc_fp32, cv_fp32 = base_head_figures(fp32, data, params)
+    # How far one view moves between frames in each graph's embedding: the unit of the open-set
+    # margins, so the base head is fitted with it as every project head will be.
+    params_fp32 = replace(params, view_spread=round(view_spread(fp32, train_crops), 4))
+    head, support, acc_fp32, cv_fp32 = base_head_figures(fp32, data, params_fp32)
 
     int8_path = out / "backbone.int8.onnx"
     rng = np.random.default_rng(0)
@@ -182,11 +185,14 @@ def export_bundle(checkpoint: Path, data_root: Path, out: Path, algorithm: str =
     meta["backbones"]["int8"] = int8_path.name
     write_bundle_json(out, meta)
     int8 = Backbone(load_bundle(out), "int8", threads=2)
-    head8, support8, acc_int8, cv_int8 = base_head_figures(int8, data, params)
+    params_int8 = replace(params, view_spread=round(view_spread(int8, train_crops), 4))
+    head8, support8, acc_int8, cv_int8 = base_head_figures(int8, data, params_int8)
     keep_int8 = cv_fp32 - cv_int8 <= INT8_MAX_ACCURACY_DROP
     log.info("base head accuracy, group CV on the training groups: fp32 %.3f, int8 %.3f -> %s; "
              "held-out groups: fp32 %.3f, int8 %.3f", cv_fp32, cv_int8,
              "int8 kept" if keep_int8 else "int8 dropped", acc_fp32, acc_int8)
+    params = params_int8 if keep_int8 else params_fp32
+    meta["adaptation"]["view_spread"] = params.view_spread
     if keep_int8:
         head, support = head8, support8
         if not keep_fp32:  # ship int8 alone: fp32 is 4x larger and re-made by exporting again

@@ -314,6 +314,7 @@ def test_export_writes_a_bundle_the_app_loads_from_a_distilled_checkpoint(tmp_pa
     assert "embedding  768-d (layer4 + layer3 GeM-pooled (p = 4), each L2-normalised)" in capsys.readouterr().out
     figures = meta["provenance"]["evaluation"]
     assert float(figures["onnx_vs_torch_max_abs_diff"]) < 1e-4  # the ONNX graph pools (GeM) as torch does
+    assert 0 < meta["adaptation"]["view_spread"] < 2 and bundle.adaptation.view_spread == meta["adaptation"]["view_spread"]
     assert figures["base_head_test_crops"] > 0 and 0 <= figures["base_head_cv_accuracy_int8"] <= 1
     assert "teacher T on views of broad_corpus" in meta["provenance"]["data"]
     assert meta["provenance"]["checkpoint"] == str(checkpoint)  # outside the repository: as given

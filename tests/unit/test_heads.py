@@ -3,9 +3,20 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from inspector.adapt import ClassSpec, adapt, fit_head, inner_loop
-from inspector.bundle import AdaptationParams
+from inspector.adapt import (
+    FLOOR_MARGIN,
+    REFERENCE_VIEW_SPREAD,
+    ClassSpec,
+    adapt,
+    fit_head,
+    inner_loop,
+    margin_scale,
+    view_spread,
+)
+from inspector.backbone import Backbone
+from inspector.bundle import AdaptationParams, load_bundle
 from inspector.heads import Head
+from tests.factories import GREY, RED, make_bundle, solid_crops
 
 PARAMS = AdaptationParams(inner_steps=10, step_sizes=(2.0,), logit_scale=10.0)
 
@@ -198,3 +209,38 @@ def test_examples_that_are_near_copies_of_one_view_get_a_floor_from_the_other_cl
     head, quality = adapt(np.concatenate([spread, normal]).astype(np.float32), labels, specs, PARAMS)
     assert not any("near copies" in w for w in quality.warnings), quality.warnings
     assert head.views is None and head.similarity_floor[0] > -1
+
+
+def test_the_open_set_margins_are_in_units_of_the_bundles_view_spread():
+    """The near-copy test and the floors' margin are cosines chosen for the reference bundle. A
+    bundle whose views move twice as far from one frame to the next (``view_spread``, measured at
+    export) gets both twice as wide: frames alike at 0.93 are distinct views to the reference and one
+    view to it; a bundle that states no view spread keeps the reference margins."""
+    rng = np.random.default_rng(0)
+    view = np.array([1.0, 0.3, 0.0, 0.0])
+    normal = rng.normal([0.0, 1.0, 0.0, 0.0], 0.15, (8, 4))
+    frames = view + rng.normal(0, 0.08, (5, 4))  # least pair alike at 0.931 (centred)
+    x = np.concatenate([frames, normal]).astype(np.float32)
+    labels = ["fault"] * 5 + ["normal"] * 8
+    specs = [ClassSpec("fault", False), ClassSpec("normal", True)]
+    wider = replace(PARAMS, view_spread=2 * REFERENCE_VIEW_SPREAD)
+    assert margin_scale(PARAMS) == 1.0 and margin_scale(wider) == pytest.approx(2.0)
+    head, quality = adapt(x, labels, specs, PARAMS)
+    assert not any("near copies" in w for w in quality.warnings) and head.similarity_floor[0] > -1
+    head, quality = adapt(x, labels, specs, wider)
+    assert any("near copies" in w for w in quality.warnings) and head.similarity_floor[0] == -1
+    distinct = np.concatenate([view + rng.normal(0, 0.2, (5, 4)), normal]).astype(np.float32)
+    floors = [adapt(distinct, labels, specs, p)[0].similarity_floor[0] for p in (PARAMS, wider)]
+    assert floors[0] - floors[1] == pytest.approx(FLOOR_MARGIN, abs=1e-6)
+
+
+def test_view_spread_measures_how_far_a_view_moves_between_frames(tmp_path):
+    """Shifting and zooming a crop a little moves a mean-colour embedding not at all when the crop is
+    one colour, and clearly when a colour edge crosses it."""
+    bundle = load_bundle(make_bundle(tmp_path / "bundle", with_head=False))
+    backbone = Backbone(bundle, "fp32", threads=1)
+    solid = np.concatenate([solid_crops(GREY, 6), solid_crops(RED, 6, seed=1)])
+    edged = solid.copy()
+    for k, crop in enumerate(edged):
+        crop[:, 8 + k:] = solid[(k + 6) % 12, :, 8 + k:]  # the other colour from a column on
+    assert view_spread(backbone, solid) < 1e-3 < 0.01 < view_spread(backbone, edged)

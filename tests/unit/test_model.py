@@ -120,6 +120,9 @@ def test_bad_adaptation_parameters(bundle_copy):
     _edit_json(bundle_copy, adaptation={"inner_steps": 3, "step_sizes": [1, 2], "logit_scale": 10})
     with pytest.raises(BundleError, match="one step size or one per step"):
         load_bundle(bundle_copy)
+    _edit_json(bundle_copy, adaptation={"inner_steps": 3, "step_sizes": [1], "logit_scale": 10, "view_spread": -1})
+    with pytest.raises(BundleError, match="view_spread must be a cosine distance between 0 and 2, not -1"):
+        load_bundle(bundle_copy)
 
 
 def test_shipped_default_bundle_loads_and_embeds():
