@@ -3,7 +3,8 @@
 For each video folder made by ``make_gt_video.py``: scan it, add the fault type from its
 ``labels.csv`` (5 fault + 5 normal frames), and score the findings with ``score_gt_video.py``;
 then the tool's anchor (frozen EfficientNet-Lite0 at 224 px + logistic regression on the same
-frames) on the same video.
+frames) on the same video. A last row pools the videos: passages found, findings, and the share
+of the findings that are true.
 
     python ../shared/tools/make_gt_video.py ../shared/data/sleeper runs/gt/sleeper_poor --fault poor --normal good
     python bench/gt_videos.py runs/gt/sleeper_poor runs/gt/pcb_open ... [--bundle DIR] [--no-anchor]
@@ -16,6 +17,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +47,7 @@ def main() -> None:
     bundle = ["--bundle", str(args.bundle)] if args.bundle else []
     print("| video | ours: found | findings | precision | anchor: found | findings | precision |")
     print("|---|---:|---:|---:|---:|---:|---:|")
+    totals: dict[str, Counter] = {"ours": Counter(), "anchor": Counter()}
     for gt in args.videos:
         fault = next(r["cls"] for r in csv.DictReader(open(gt / "ground_truth.csv")) if r["fault"] == "1")
         with tempfile.TemporaryDirectory() as tmp:
@@ -53,8 +56,15 @@ def main() -> None:
             run("faults", "add", fault, "--examples", str(gt / "labels.csv"), "--project", str(project),
                 "--reclassify", *bundle)
             ours = scored(gt, "--project", str(project))
-        anchor = " | ".join(["-"] * 3) if args.no_anchor else cell(scored(gt, "--anchor"))
-        print(f"| {gt.name} | {cell(ours)} | {anchor} |", flush=True)
+        anchor = None if args.no_anchor else scored(gt, "--anchor")
+        for who, result in (("ours", ours), ("anchor", anchor)):
+            if result:
+                totals[who].update({k: result[k] for k in ("found", "fault_segments", "findings", "true_findings")})
+        print(f"| {gt.name} | {cell(ours)} | {cell(anchor) if anchor else ' | '.join(['-'] * 3)} |", flush=True)
+    if len(args.videos) > 1:  # pooled over the videos: passages found, findings, share of them true
+        shown = [f"{t['found']}/{t['fault_segments']} | {t['findings']} | {t['true_findings'] / max(t['findings'], 1):.2f}"
+                 if t else " | ".join(["-"] * 3) for t in totals.values()]
+        print(f"| all {len(args.videos)} | {shown[0]} | {shown[1]} |")
 
 
 if __name__ == "__main__":
