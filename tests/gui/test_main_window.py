@@ -606,8 +606,10 @@ def test_ctrl_l_learns_the_selected_regions_normal_look_in_the_background(qtbot,
     monkeypatch.setattr(QInputDialog, "getInt", lambda *a, **k: (asked.append(a[2]), (75, True))[1])
     key(qtbot, window, Qt.Key.Key_L, Qt.KeyboardModifier.ControlModifier)
     assert asked and "region catenary" in asked[0]
-    qtbot.waitUntil(lambda: window.anomaly_worker is not None and window.anomaly_worker.isFinished(), timeout=60000)
-    assert "anomaly model v1 of catenary from 75 normal frames (90-164)" in window.status_text.text()
+    # the worker's thread ends before its result reaches the window (a queued signal): wait for what the user sees
+    qtbot.waitUntil(lambda: "anomaly model v1 of catenary from 75 normal frames (90-164)" in window.status_text.text(),
+                    timeout=60000)
+    assert window.anomaly_worker is not None and window.anomaly_worker.wait(5000)
     with Store(window.session.project) as store:
         assert set(store.anomaly_models(window.session.bundle.digest)) == {"catenary"}
     # The live overlay uses it at once: frame 1 has a nest on catenary[3], no fault type names it.
