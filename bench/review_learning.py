@@ -10,16 +10,21 @@ reviewed finding) against the same part before the review.
     python bench/review_learning.py                      # the demo, bird nest from its 5 examples
     python bench/review_learning.py --video gt/video.mp4 --truth gt/ground_truth.csv \\
         --profile gt/profile.toml --examples crack=gt/labels.csv    # a ../shared/tools video
+    python bench/review_learning.py --gt runs/gt/* runs/gt2/*     # many of them, pooled
 
-Prints a Markdown table (per group of fault classes: passages found, findings, precision).
+Prints a Markdown table (per group of fault classes: passages found, findings, precision); with
+``--gt``, a row per video folder made by ``make_gt_video.py`` (its fault type added from its
+``labels.csv``) and a last row pooling the rest of every run before and after review.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import io
 import sys
 import tempfile
+from dataclasses import astuple
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from inspector.cli import main as inspector  # noqa: E402
 from inspector.store import FindingRecord, Store  # noqa: E402
-from training.demo_truth import Segment, load_truth, score  # noqa: E402
+from training.demo_truth import Score, Segment, load_truth, score  # noqa: E402
 
 DEMO = ROOT / "assets" / "demo"
 
@@ -55,23 +60,13 @@ def table(rows: list[tuple[str, str, object]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--video", type=Path, default=DEMO / "demo.mp4")
-    parser.add_argument("--truth", type=Path, default=DEMO / "ground_truth.csv")
-    parser.add_argument("--profile", default="demo")
-    parser.add_argument("--examples", action="append", metavar="NAME=CSV",
-                        help=f"a fault type to add (default: bird_nest={DEMO / 'bird_nest_examples.csv'})")
-    parser.add_argument("--reviews", type=int, default=10)
-    parser.add_argument("--bundle", type=Path)
-    parser.add_argument("--sample-normals", action="store_true", help="refit with unflagged crops as normals")
-    args = parser.parse_args()
-    examples = args.examples or [f"bird_nest={DEMO / 'bird_nest_examples.csv'}"]
-    bundle = ["--bundle", str(args.bundle)] if args.bundle else []
-    truth = load_truth(args.truth)
+def review_flow(video: Path, truth: list[Segment], profile: str, examples: list[str], reviews: int,
+                bundle: list[str], sample_normals: bool) -> tuple[list[tuple[str, str, Score]], list[str]]:
+    """Scan, add the fault types, review the first ``reviews`` findings by the truth, refit and
+    reclassify: the table's rows per group of fault classes, and the verdicts given."""
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "project"
-        run("scan", str(args.video), "--project", str(project), "--profile", args.profile, *bundle)
+        run("scan", str(video), "--project", str(project), "--profile", profile, *bundle)
         for item in examples:
             name, csv_path = item.split("=", 1)
             run("faults", "add", name, "--examples", csv_path, "--project", str(project), "--reclassify", *bundle)
@@ -79,13 +74,13 @@ def main() -> None:
             before = store.findings()
         start = min(s.start_frame for s in truth)
         waiting = sorted((f for f in before if f.end_frame >= start), key=lambda f: (f.start_frame, f.crop))
-        first = waiting[:args.reviews]
+        first = waiting[:reviews]
         for finding in first:
             decision, as_class = verdict(finding, truth)
             run("review", str(finding.id), decision, *(["--as", as_class] if as_class else []),
                 "--project", str(project), *bundle)
         run("faults", "refit", "--project", str(project), "--reclassify", *bundle,
-            *(["--sample-normals"] if args.sample_normals else []))
+            *(["--sample-normals"] if sample_normals else []))
         with Store(project) as store:
             after = store.findings()
     start = min(s.start_frame for s in truth)  # a ../shared/tools video: its labelled part is not scored
@@ -93,7 +88,7 @@ def main() -> None:
     cut = max([f.end_frame + 1 for f in first] + [start])
     rest = [s for s in truth if s.start_frame >= cut]
     later = lambda fs: [f for f in fs if f.start_frame >= cut]  # noqa: E731
-    groups = {}
+    groups: dict[str, set[str]] = {}
     for segment in truth:
         if segment.fault:
             groups.setdefault(segment.crop.split("[")[0], set()).add(segment.class_name)
@@ -102,9 +97,49 @@ def main() -> None:
         rows.append((", ".join(sorted(classes)), "whole run, before review", score(before, truth, classes)))
         rows.append(("", f"after frame {cut}, before review", score(later(before), rest, classes)))
         rows.append(("", f"after frame {cut}, after {len(first)} reviews + refit", score(later(after), rest, classes)))
-    reviewed = [verdict(f, truth)[0] for f in first]
-    print(f"reviewed {len(first)} findings: {reviewed.count('--confirm')} confirmed, "
-          f"{reviewed.count('--reject')} rejected\n")
+    return rows, [verdict(f, truth)[0] for f in first]
+
+
+def pooled_videos(folders: list[Path], reviews: int, bundle: list[str], sample_normals: bool) -> None:
+    """The flow on each ../shared/tools video, and the rest of the runs pooled before and after review."""
+    print("| video | reviews (confirmed) | rest before review: found | findings | precision | "
+          "after review: found | findings | precision |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    totals = [Score(0, 0, 0, 0), Score(0, 0, 0, 0)]
+    for gt in folders:
+        fault = next(r["cls"] for r in csv.DictReader(open(gt / "ground_truth.csv")) if r["fault"] == "1")
+        rows, verdicts = review_flow(gt / "video.mp4", load_truth(gt / "ground_truth.csv"), str(gt / "profile.toml"),
+                                     [f"{fault}={gt / 'labels.csv'}"], reviews, bundle, sample_normals)
+        rest = [rows[1][2], rows[2][2]]
+        totals = [Score(*(a + b for a, b in zip(astuple(t), astuple(r)))) for t, r in zip(totals, rest)]
+        shown = " | ".join(f"{r.found}/{r.segments} | {r.findings} | {r.precision:.2f}" for r in rest)
+        print(f"| {gt.name} | {len(verdicts)} ({verdicts.count('--confirm')}) | {shown} |", flush=True)
+    shown = " | ".join(f"{r.found}/{r.segments} | {r.findings} | {r.precision:.3f}" for r in totals)
+    print(f"| all {len(folders)} | | {shown} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--video", type=Path, default=DEMO / "demo.mp4")
+    parser.add_argument("--truth", type=Path, default=DEMO / "ground_truth.csv")
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--examples", action="append", metavar="NAME=CSV",
+                        help=f"a fault type to add (default: bird_nest={DEMO / 'bird_nest_examples.csv'})")
+    parser.add_argument("--gt", nargs="+", type=Path, metavar="DIR",
+                        help="folders made by make_gt_video.py, instead of --video/--truth/--profile/--examples")
+    parser.add_argument("--reviews", type=int, default=10)
+    parser.add_argument("--bundle", type=Path)
+    parser.add_argument("--sample-normals", action="store_true", help="refit with unflagged crops as normals")
+    args = parser.parse_args()
+    bundle = ["--bundle", str(args.bundle)] if args.bundle else []
+    if args.gt:
+        pooled_videos(args.gt, args.reviews, bundle, args.sample_normals)
+        return
+    examples = args.examples or [f"bird_nest={DEMO / 'bird_nest_examples.csv'}"]
+    rows, verdicts = review_flow(args.video, load_truth(args.truth), args.profile, examples, args.reviews, bundle,
+                                 args.sample_normals)
+    print(f"reviewed {len(verdicts)} findings: {verdicts.count('--confirm')} confirmed, "
+          f"{verdicts.count('--reject')} rejected\n")
     print(table(rows))
 
 
