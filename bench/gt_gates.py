@@ -18,7 +18,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.review_learning import run  # noqa: E402
+from bench.review_learning import judge_flow  # noqa: E402
 from inspector.heads import Head  # noqa: E402
 from inspector.store import Store  # noqa: E402
 
@@ -28,11 +28,9 @@ GATES = ("top class", "+ threshold", "+ floor")
 def gates(gt: Path, bundle: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Passages (fault, normal) of the evaluation part that pass each gate: 4 counts each."""
     truth = list(csv.DictReader(open(gt / "ground_truth.csv")))
-    fault = next(r["cls"] for r in truth if r["fault"] == "1")
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "project"
-        run("scan", str(gt / "video.mp4"), "--project", str(project), "--profile", str(gt / "profile.toml"), "-q", *bundle)
-        run("faults", "add", fault, "--examples", str(gt / "labels.csv"), "--project", str(project), *bundle)
+        fault = judge_flow(gt, project, bundle)
         with Store(project) as store:
             head = Head.from_parts(*store.head_parts(store.head_versions()[-1].version)[:2])
             rows = [row for chunk in store.scan_embeddings(store.scans()[-1].id) for row in chunk]

@@ -12,7 +12,6 @@ of the findings that are true.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.review_learning import run  # noqa: E402
+from bench.review_learning import judge_flow  # noqa: E402
 
 TOOLS = ROOT.parent / "shared" / "tools"
 
@@ -49,12 +48,9 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     totals: dict[str, Counter] = {"ours": Counter(), "anchor": Counter()}
     for gt in args.videos:
-        fault = next(r["cls"] for r in csv.DictReader(open(gt / "ground_truth.csv")) if r["fault"] == "1")
         with tempfile.TemporaryDirectory() as tmp:
             project = Path(tmp) / "project"
-            run("scan", str(gt / "video.mp4"), "--project", str(project), "--profile", str(gt / "profile.toml"), "-q", *bundle)
-            run("faults", "add", fault, "--examples", str(gt / "labels.csv"), "--project", str(project),
-                "--reclassify", *bundle)
+            judge_flow(gt, project, bundle)
             ours = scored(gt, "--project", str(project))
         anchor = None if args.no_anchor else scored(gt, "--anchor")
         for who, result in (("ours", ours), ("anchor", anchor)):

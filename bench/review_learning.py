@@ -44,6 +44,20 @@ def run(*argv: str) -> None:
         raise SystemExit(f"inspector {' '.join(argv)}: exit code {code}")
 
 
+def gt_fault(gt: Path) -> str:
+    """The fault type of a ``make_gt_video.py`` folder: the class its ground truth marks as a fault."""
+    return next(r["cls"] for r in csv.DictReader(open(gt / "ground_truth.csv")) if r["fault"] == "1")
+
+
+def judge_flow(gt: Path, project: Path, bundle: list[str]) -> str:
+    """The judge's flow on a ``make_gt_video.py`` folder up to its findings: scan the video, add its
+    fault type from its ``labels.csv`` (5 fault + 5 normal frames) and re-classify. Returns the type."""
+    fault = gt_fault(gt)
+    run("scan", str(gt / "video.mp4"), "--project", str(project), "--profile", str(gt / "profile.toml"), "-q", *bundle)
+    run("faults", "add", fault, "--examples", str(gt / "labels.csv"), "--project", str(project), "--reclassify", *bundle)
+    return fault
+
+
 def verdict(finding: FindingRecord, truth: list[Segment]) -> tuple[str, str | None]:
     """What a reviewer who knows the truth does with a finding, seeing its best frame."""
     for segment in truth:
@@ -107,9 +121,8 @@ def pooled_videos(folders: list[Path], reviews: int, bundle: list[str], sample_n
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     totals = [Score(0, 0, 0, 0), Score(0, 0, 0, 0)]
     for gt in folders:
-        fault = next(r["cls"] for r in csv.DictReader(open(gt / "ground_truth.csv")) if r["fault"] == "1")
         rows, verdicts = review_flow(gt / "video.mp4", load_truth(gt / "ground_truth.csv"), str(gt / "profile.toml"),
-                                     [f"{fault}={gt / 'labels.csv'}"], reviews, bundle, sample_normals)
+                                     [f"{gt_fault(gt)}={gt / 'labels.csv'}"], reviews, bundle, sample_normals)
         rest = [rows[1][2], rows[2][2]]
         totals = [Score(*(a + b for a, b in zip(astuple(t), astuple(r)))) for t, r in zip(totals, rest)]
         shown = " | ".join(f"{r.found}/{r.segments} | {r.findings} | {r.precision:.2f}" for r in rest)
