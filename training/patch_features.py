@@ -34,7 +34,7 @@ CHANNELS = {"layer2": 128, "layer3": 256}  # ResNet18's; the grid is stage 3's, 
 Projection = dict[str, tuple[np.ndarray, np.ndarray]]  # per stage: 1 x 1 conv weight (out x in x 1 x 1), bias
 
 
-def _stage_output(graph, layer: str) -> str:
+def stage_output(graph, layer: str) -> str:
     """The tensor a ResNet stage hands on: its last block's final ReLU (dequantised in a QDQ graph).
     Its scope is ``/trunk/`` when the trunk runs whole, bare when the embedding pools several stages."""
     relu = f"/{layer}/{layer}.1/relu_1/Relu_output_0"
@@ -59,7 +59,7 @@ def add_patch_features(source: Path, target: Path, input_size: int,
         raise ValueError(f"{source.name} already has patch features")
     pooled, channels = [], 0
     for layer in PATCH_LAYERS:
-        stage = _stage_output(graph, layer)
+        stage = stage_output(graph, layer)
         if projection is not None:
             weight, bias = projection[layer]
             graph.initializer.extend([numpy_helper.from_array(weight.astype(np.float32), f"/patches/{layer}_proj.weight"),
