@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from inspector.bundle import load_bundle  # noqa: E402
 from inspector.fewshot import load_crop, load_items  # noqa: E402
-from training.patch_features import PATCH_LAYERS, PATCH_OUTPUT, stage_output  # noqa: E402
+from training.patch_features import PATCH_LAYERS, PATCH_OUTPUT, pool_onto_grid, stage_output  # noqa: E402
 from training.sources import domain_folder  # noqa: E402
 
 RAW_CHANNELS = 128 + 256  # ResNet18's stages 2 and 3
@@ -40,15 +40,7 @@ def with_raw_maps(source: Path, target: Path, weight: float | None) -> None:
     model = onnx.load(str(source))
     graph = model.graph
     next(n for n in graph.node if PATCH_OUTPUT in n.output).output[0] = "patches_proj"
-    pooled = []
-    for layer in PATCH_LAYERS:
-        graph.node.append(helper.make_node("AveragePool", [stage_output(graph, layer)], [f"/raw/{layer}_pool"],
-                                           kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
-                                           count_include_pad=0))
-        pooled.append(f"/raw/{layer}_pool")
-    graph.node.append(helper.make_node("AveragePool", [pooled[0]], ["/raw/layer2_grid"], kernel_shape=[2, 2],
-                                       strides=[2, 2]))
-    graph.node.append(helper.make_node("Concat", ["/raw/layer2_grid", pooled[1]], ["patches_raw"], axis=1))
+    pool_onto_grid(graph, [stage_output(graph, layer) for layer in PATCH_LAYERS], "/raw", "patches_raw")
     graph.output.remove(next(o for o in graph.output if o.name == PATCH_OUTPUT))
     if weight is None:
         outputs = ["patches_proj", "patches_raw"]

@@ -46,6 +46,26 @@ def stage_output(graph, layer: str) -> str:
     raise ValueError(f"no output of stage {layer} in the graph; not a ResNet18 backbone exported by training")
 
 
+def pool_onto_grid(graph, stage_maps: list[str], scope: str, output: str) -> None:
+    """Append to ``graph`` the patch pooling of PatchCore: each of ``stage_maps`` (stages 2 and 3, or
+    their projections) averaged over its 3 x 3 neighbourhood, stage 2 then averaged 2 x 2 onto stage
+    3's grid, concatenated into ``output``; node and tensor names under ``scope``."""
+    from onnx import helper
+
+    pooled = []
+    for layer, stage in zip(PATCH_LAYERS, stage_maps):
+        name = f"{scope}/{layer}_pool"
+        graph.node.append(helper.make_node("AveragePool", [stage], [name], name=name,
+                                           kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
+                                           count_include_pad=0))
+        pooled.append(name)
+    # Stage 2 has twice stage 3's resolution: averaged 2 x 2 onto stage 3's grid.
+    graph.node.append(helper.make_node("AveragePool", [pooled[0]], [f"{scope}/layer2_grid"], name=f"{scope}/layer2_grid",
+                                       kernel_shape=[2, 2], strides=[2, 2]))
+    graph.node.append(helper.make_node("Concat", [f"{scope}/layer2_grid", pooled[1]], [output],
+                                       name=f"{scope}/concat", axis=1))
+
+
 def add_patch_features(source: Path, target: Path, input_size: int,
                        projection: Projection | None = None) -> PatchFeatures:
     """Write ``source`` with the ``patches`` output (N x C x G x G) to ``target``; with
@@ -57,7 +77,8 @@ def add_patch_features(source: Path, target: Path, input_size: int,
     graph = model.graph
     if any(o.name == PATCH_OUTPUT for o in graph.output):
         raise ValueError(f"{source.name} already has patch features")
-    pooled, channels = [], 0
+    maps: list[str] = []  # per stage: its map, or its projection
+    channels = 0
     for layer in PATCH_LAYERS:
         stage = stage_output(graph, layer)
         if projection is not None:
@@ -69,16 +90,8 @@ def add_patch_features(source: Path, target: Path, input_size: int,
                                                [f"/patches/{layer}_proj"], name=f"/patches/{layer}_proj"))
             stage = f"/patches/{layer}_proj"
         channels += len(projection[layer][1]) if projection is not None else CHANNELS[layer]
-        name = f"/patches/{layer}_pool"
-        graph.node.append(helper.make_node("AveragePool", [stage], [name], name=name,
-                                           kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
-                                           count_include_pad=0))
-        pooled.append(name)
-    # Stage 2 has twice stage 3's resolution: averaged 2 x 2 onto stage 3's grid.
-    graph.node.append(helper.make_node("AveragePool", [pooled[0]], ["/patches/layer2_grid"], name="/patches/layer2_grid",
-                                       kernel_shape=[2, 2], strides=[2, 2]))
-    graph.node.append(helper.make_node("Concat", ["/patches/layer2_grid", pooled[1]], [PATCH_OUTPUT],
-                                       name="/patches/concat", axis=1))
+        maps.append(stage)
+    pool_onto_grid(graph, maps, "/patches", PATCH_OUTPUT)
     graph.output.append(helper.make_tensor_value_info(PATCH_OUTPUT, TensorProto.FLOAT, ["batch", None, None, None]))
     model = shape_inference.infer_shapes(model)
     onnx.checker.check_model(model)
