@@ -32,16 +32,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fewshot_anchor import SETS, named_paths  # noqa: E402
+from bench.fewshot_anchor import evaluation_sets, named_paths  # noqa: E402
 from bench.lodo_table import ANCHOR_HEAD, anchor_features  # noqa: E402
 from inspector.adapt import adaptation_for  # noqa: E402
 from inspector.backbone import Backbone  # noqa: E402
 from inspector.bundle import load_bundle  # noqa: E402
-from inspector.fewshot import embed_items, evaluate, held_out, load_items  # noqa: E402
+from inspector.fewshot import embed_items, evaluate  # noqa: E402
 from inspector.heads import l2_normalise  # noqa: E402
-from training.sources import TEST_FRACTION, domain_folder  # noqa: E402
 
-LEFT_OUT = ("neu", "deeppcb", "magnetic_tile")
 POWER = 0.5
 
 
@@ -55,16 +53,6 @@ TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "centre": lambda f: l2_normalise(_centred(f)),
     "standardise": lambda f: l2_normalise(_centred(f) / (f.std(axis=0) + 1e-3 * f.std(axis=0).mean())),
 }
-
-
-def evaluation_sets(data: Path, left_out: bool) -> list[tuple[str, list, list[tuple[int, int, int]]]]:
-    if left_out:
-        return [(d, load_items(domain_folder(data, d), "group"), [(2, 1, 15), (2, 5, 15), (5, 1, 15), (5, 5, 15)])
-                for d in LEFT_OUT]
-    sets = [(name, held_out(load_items(data / folder, column), TEST_FRACTION, None, 0, classes), settings)
-            for name, (folder, column, classes, settings) in SETS.items()]
-    omniglot = held_out(load_items(data / "omniglot_small", "group"), None, TEST_FRACTION, 0)
-    return sets + [("omniglot_small", omniglot, [(5, 1, 5), (5, 5, 5), (20, 1, 5), (20, 5, 5)])]
 
 
 def main() -> int:

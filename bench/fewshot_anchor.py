@@ -30,7 +30,7 @@ from inspector.fewshot import (  # noqa: E402
     load_items,
     sample_episodes,
 )
-from training.sources import TEST_FRACTION, TRACK_COMPONENT_CLASSES  # noqa: E402
+from training.sources import TEST_FRACTION, TRACK_COMPONENT_CLASSES, domain_folder  # noqa: E402
 
 SETS = {  # name: (folder, group column, classes, settings as (way, shot, queries))
     "track_fault": ("track_fault", "group", list(TRACK_COMPONENT_CLASSES),
@@ -38,6 +38,20 @@ SETS = {  # name: (folder, group column, classes, settings as (way, shot, querie
     "sleeper": ("sleeper", "run", None, [(2, 1, 15), (2, 5, 15), (3, 1, 15), (3, 5, 15)]),
 }
 
+LEFT_OUT = ("neu", "deeppcb", "magnetic_tile")  # the defect domains no stage of the shipped trunk saw
+
+
+def evaluation_sets(data: Path, left_out: bool) -> list[tuple[str, list, list[tuple[int, int, int]]]]:
+    """(name, items, settings as (way, shot, queries)): the validation sets (the rail sets' held-out
+    groups, Omniglot's held-out characters), where recipes are chosen; with ``left_out``, the left-out
+    defect domains, where they are reported."""
+    if left_out:
+        return [(d, load_items(domain_folder(data, d), "group"), [(2, 1, 15), (2, 5, 15), (5, 1, 15), (5, 5, 15)])
+                for d in LEFT_OUT]
+    sets = [(name, held_out(load_items(data / folder, column), TEST_FRACTION, None, 0, classes), settings)
+            for name, (folder, column, classes, settings) in SETS.items()]
+    omniglot = held_out(load_items(data / "omniglot_small", "group"), None, TEST_FRACTION, 0)
+    return sets + [("omniglot_small", omniglot, [(5, 1, 5), (5, 5, 5), (20, 1, 5), (20, 5, 5)])]
 
 def anchor_embeddings(items, batch: int = 32) -> np.ndarray:
     import torch

@@ -25,12 +25,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.fewshot_anchor import evaluation_sets  # noqa: E402
 from inspector.adapt import adaptation_for  # noqa: E402
 from inspector.bundle import load_bundle  # noqa: E402
-from inspector.fewshot import evaluate, held_out, load_crop, load_items  # noqa: E402
+from inspector.fewshot import evaluate, load_crop  # noqa: E402
 from inspector.heads import l2_normalise  # noqa: E402
 
-LEFT_OUT = ("neu", "deeppcb", "magnetic_tile")
 GEM_POWERS = (2, 3, 4, 6, 8, 12)
 
 
@@ -117,20 +117,7 @@ def main() -> None:
     parser.add_argument("--pooling", action="store_true", help="compare ways of pooling stages 4 and 3")
     args = parser.parse_args()
     params = adaptation_for(load_bundle(args.bundle))
-    if args.validation:
-        from bench.fewshot_anchor import SETS
-        from training.sources import TEST_FRACTION
-
-        sets = [(name, held_out(load_items(args.data / folder, column), TEST_FRACTION, None, 0, classes), settings)
-                for name, (folder, column, classes, settings) in SETS.items()]
-        omniglot = load_items(args.data / "omniglot_small", "group")
-        sets.append(("omniglot_small", held_out(omniglot, None, TEST_FRACTION, 0),
-                     [(5, 1, 5), (5, 5, 5), (20, 1, 5), (20, 5, 5)]))
-    else:
-        from training.sources import domain_folder
-
-        sets = [(d, load_items(domain_folder(args.data, d), "group"), [(2, 1, 15), (2, 5, 15), (5, 1, 15), (5, 5, 15)])
-                for d in LEFT_OUT]
+    sets = evaluation_sets(args.data, left_out=not args.validation)
     print("| set | embedding | cells (way-shot) | mean |")
     print("|---|---|---|---:|")
     for name, items, settings in sets:

@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -28,11 +30,14 @@ def main() -> None:
 
     print("| bundle | view spread | margins' scale against the reference |")
     print("|---|---:|---:|")
+    track = next(iter(load_sources(args.data, ("track_fault",))))
+    crops: dict[int, np.ndarray] = {}  # per input size, loaded once
     for path in args.bundles:
         bundle = load_bundle(path)
-        track = next(iter(load_sources(args.data, ("track_fault",))))
-        crops = BaseHeadData.load(track, bundle.preprocessing.size).train_crops
-        spread = view_spread(Backbone(bundle, "int8" if "int8" in bundle.backbones else "fp32", threads=2), crops)
+        size = bundle.preprocessing.size
+        if size not in crops:
+            crops[size] = BaseHeadData.load(track, size).train_crops
+        spread = view_spread(Backbone(bundle, "int8" if "int8" in bundle.backbones else "fp32", threads=2), crops[size])
         print(f"| {path} | {spread:.4f} | {spread / REFERENCE_VIEW_SPREAD:.2f} |", flush=True)
 
 
